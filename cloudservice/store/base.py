@@ -1,0 +1,99 @@
+"""The store contract every backend implements (SQLite embedded, PostgreSQL, later a real Kubernetes).
+
+Semantics follow etcd as the Kubernetes API server uses it:
+
+* One monotonic ``resourceVersion`` counter per store (etcd's revision). Every create, update and delete
+  takes the next value; an object's ``metadata.resourceVersion`` is the revision of its last write, as a
+  decimal string. A list carries the store revision at the time of the read.
+* Writes are compare-and-swap on resourceVersion when the caller passes one (``Conflict`` otherwise).
+* Every write produces a :class:`WatchEvent`; ``watch(since=N)`` replays events after revision N from the
+  event log and then streams new ones, or raises ``Gone`` when N is older than the log keeps.
+* ``cursor`` lets a caller make a write idempotent across crashes: the edge's outbox sequence number is
+  stored in the same transaction as the status it carries, and a write whose sequence is not newer than
+  the stored cursor is skipped (returns None). This is how "exactly once as far as the store can tell" is
+  kept without a distributed transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from app.resources import JSONObject, ResourceType
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: EventType
+    resource: ResourceType
+    object: JSONObject
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """An idempotency cursor written atomically with an object: ``name`` (e.g. ``edge-outbox/node-1``)
+    must be strictly below ``value`` for the write to happen."""
+
+    name: str
+    value: int
+
+
+# A read-modify-write function: gets the current object (a deep copy), returns the new one, or None
+# to leave it unchanged.
+UpdateFn = Callable[[JSONObject], JSONObject | None]
+
+
+class Store(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def revision(self) -> int:
+        """The current store revision."""
+        ...
+
+    async def create(self, rt: ResourceType, obj: JSONObject) -> JSONObject:
+        """Insert; fills uid, creationTimestamp, resourceVersion (and generation=1). AlreadyExists."""
+        ...
+
+    async def get(self, rt: ResourceType, namespace: str, name: str) -> JSONObject:
+        """NotFound when absent. ``namespace`` is "" for cluster-scoped kinds."""
+        ...
+
+    async def list(self, rt: ResourceType, namespace: str | None = None) -> tuple[list[JSONObject], int]:
+        """All objects of a kind (in one namespace, or all when None) and the revision of the read.
+        Selectors are applied by the caller."""
+        ...
+
+    async def update(self, rt: ResourceType, obj: JSONObject, *, cursor: Cursor | None = None) -> JSONObject | None:
+        """Replace. If obj carries metadata.resourceVersion it must match (Conflict). uid and
+        creationTimestamp are kept from the stored object. Returns None only when a cursor skipped it."""
+        ...
+
+    async def guaranteed_update(
+        self, rt: ResourceType, namespace: str, name: str, fn: UpdateFn, *, cursor: Cursor | None = None
+    ) -> JSONObject | None:
+        """Read, apply fn, write with CAS, retrying on Conflict. Returns the stored object, the unchanged
+        object when fn returned None, or None when the cursor skipped the write. NotFound when absent."""
+        ...
+
+    async def delete(
+        self, rt: ResourceType, namespace: str, name: str, *, resource_version: str | None = None
+    ) -> JSONObject:
+        """Remove and return the last state (with the delete's revision as resourceVersion)."""
+        ...
+
+    async def read_cursor(self, name: str) -> int:
+        """The stored value of a cursor, 0 when never written."""
+        ...
+
+    def watch(
+        self, rt: ResourceType | None, namespace: str | None = None, since: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        """Events after revision ``since`` (None: from now). ``rt`` None watches every kind (the
+        controllers' informer). Raises Gone at the first iteration when ``since`` is too old."""
+        ...
