@@ -16,7 +16,7 @@ Semantics follow etcd as the Kubernetes API server uses it:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -40,6 +40,16 @@ class Cursor:
 
     name: str
     value: int
+
+
+class Watch(Protocol):
+    """An event stream; ``aclose()`` ends it and frees its buffer (always call it, e.g. in ``finally``)."""
+
+    def __aiter__(self) -> Watch: ...
+
+    async def __anext__(self) -> WatchEvent: ...
+
+    async def aclose(self) -> None: ...
 
 
 # A read-modify-write function: gets the current object (a deep copy), returns the new one, or None
@@ -69,7 +79,9 @@ class Store(Protocol):
         Selectors are applied by the caller."""
         ...
 
-    async def update(self, rt: ResourceType, obj: JSONObject, *, cursor: Cursor | None = None) -> JSONObject | None:
+    async def update(
+        self, rt: ResourceType, obj: JSONObject, *, cursor: Cursor | None = None
+    ) -> JSONObject | None:
         """Replace. If obj carries metadata.resourceVersion it must match (Conflict). uid and
         creationTimestamp are kept from the stored object. Returns None only when a cursor skipped it."""
         ...
@@ -91,9 +103,7 @@ class Store(Protocol):
         """The stored value of a cursor, 0 when never written."""
         ...
 
-    def watch(
-        self, rt: ResourceType | None, namespace: str | None = None, since: int | None = None
-    ) -> AsyncIterator[WatchEvent]:
+    def watch(self, rt: ResourceType | None, namespace: str | None = None, since: int | None = None) -> Watch:
         """Events after revision ``since`` (None: from now). ``rt`` None watches every kind (the
         controllers' informer). Raises Gone at the first iteration when ``since`` is too old."""
         ...

@@ -1,0 +1,459 @@
+"""CloudHub: the WebSocket endpoint edges dial into, and the edge controller that feeds it.
+
+Edges sit behind NAT on flaky links, so the cloud never connects to them: each edge keeps one outbound
+WebSocket to the hub, authenticated at the HTTP upgrade with its join token (``Authorization: Bearer``) and
+its node name (``X-FleetOps-Node``). A refused upgrade costs the hub nothing and affects no other node.
+
+One :class:`NodeSession` per connected node holds the sans-I/O :class:`~app.tunnel.Channel`, the node's
+:class:`~cloudservice.auth.Identity` (every message from the edge is authorised against it: a node may only
+report on itself and its own pods), and what was last sent per object.
+
+Resync. The edge's first frame is a *hello* carrying its inventory (object key -> resourceVersion held in
+its cache) and its outbox epoch. The hub answers with the full set of keys the node should hold and the
+last outbox sequence the store has applied, then sends only the objects whose resourceVersion is newer
+than the edge's copy. The edge drops what is not in the set. Nothing is resent wholesale.
+
+Edge -> cloud writes (pod status, pod termination) arrive with an outbox sequence number and are applied
+in order with a store cursor (``edge-outbox/<node>/<epoch>``) written in the same transaction, so a
+redelivery after a lost ack or a crash is skipped: exactly once as far as the store can tell. When a write
+fails for a reason other than a conflict, the connection is closed: the edge redelivers from its outbox
+in order, which is simpler and safer than skipping ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from app.envelope import GROUP_HUB, GROUP_RESOURCE, Message
+from app.resources import NODES, PODS, JSONObject, now_rfc3339, parse_tunnel_resource, tunnel_resource
+from app.tunnel import DEFAULT_MAX_FRAME, Channel, Delivered, Event, FrameRejected, is_hello
+from app.tunnelio import ChannelRunner
+from cloudservice.auth import AuthError, Identity, TokenStore, bearer
+from cloudservice.errors import NotFound, StoreError
+from cloudservice.store.base import Cursor, Store, WatchEvent
+
+log = logging.getLogger(__name__)
+
+NODE_HEADER = "X-FleetOps-Node"
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Seconds an edge has, after the upgrade, to send its hello before the hub hangs up.
+HELLO_TIMEOUT = 10.0
+
+
+def pod_key(pod: JSONObject) -> str:
+    m = pod.get("metadata", {})
+    return tunnel_resource(PODS, str(m.get("namespace", "")), str(m.get("name", "")))
+
+
+def spec_hash(pod: JSONObject) -> str:
+    """What the edge cares about in a pod: metadata (less its version) and spec. A status-only change,
+    most often the edge's own report coming back through the watch, hashes the same and is not sent."""
+    meta = {k: v for k, v in pod.get("metadata", {}).items() if k not in ("resourceVersion", "managedFields")}
+    blob = json.dumps([meta, pod.get("spec")], sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def outbox_cursor(node: str, epoch: str) -> str:
+    return f"edge-outbox/{node}/{epoch}"
+
+
+class HubProtocolError(Exception):
+    """An edge broke the protocol badly enough that its connection is closed."""
+
+
+@dataclass(eq=False)
+class NodeSession:
+    node: str
+    identity: Identity
+    channel: Channel
+    ws: ServerConnection
+    epoch: str = ""
+    synced_revision: int = 0
+    sent: dict[str, str] = field(default_factory=dict)
+    # Watch events that arrive while the resync list is read; replayed after it, newer ones only.
+    backlog: list[WatchEvent] | None = None
+    runner: ChannelRunner | None = None
+
+    def kick(self) -> None:
+        if self.runner is not None:
+            self.runner.kick()
+
+
+class CloudHub:
+    name = "cloudhub"
+
+    def __init__(
+        self,
+        store: Store,
+        tokens: TokenStore,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 10000,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        ping_interval: float = 10.0,
+        ping_timeout: float = 10.0,
+        resend_after: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.host = host
+        self.requested_port = port
+        self.max_frame = max_frame
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.resend_after = resend_after
+        self.sessions: dict[str, NodeSession] = {}
+        self._accepted: dict[int, tuple[Identity, str]] = {}
+        self._server: Server | None = None
+        self._controller: asyncio.Task[None] | None = None
+        self.stats: dict[str, int] = {
+            "connections": 0,
+            "refused": 0,
+            "messages_in": 0,
+            "messages_out": 0,
+            "resends": 0,
+            "rejected_frames": 0,
+            "duplicates_skipped": 0,
+        }
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._controller = asyncio.create_task(self._edge_controller(), name="cloudhub.edgecontroller")
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.requested_port,
+            process_request=self._authenticate,
+            # websockets closes with 1009 past this; the channel rejects smaller bad frames one by one.
+            max_size=self.max_frame,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+        )
+        log.info("hub listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._controller is not None:
+            self._controller.cancel()
+            await asyncio.gather(self._controller, return_exceptions=True)
+
+    def queue_depth(self) -> int:
+        return sum(s.channel.queued + s.channel.in_flight for s in self.sessions.values())
+
+    # -- connection setup ---------------------------------------------------------------------
+
+    def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        node = request.headers.get(NODE_HEADER, "")
+        token = bearer(request.headers.get("Authorization"))
+        try:
+            if not _NODE_NAME.match(node):
+                raise AuthError(f"missing or invalid {NODE_HEADER} header: {node!r}")
+            if token is None:
+                raise AuthError("missing bearer token")
+            identity = self.tokens.verify(token, "join")
+        except AuthError as exc:
+            self.stats["refused"] += 1
+            log.warning("hub refused %s (node %r): %s", connection.remote_address, node, exc)
+            return Response(
+                HTTPStatus.UNAUTHORIZED,
+                "Unauthorized",
+                Headers({"Content-Type": "text/plain"}),
+                f"{exc}\n".encode(),
+            )
+        self._accepted[id(connection)] = (identity, node)
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        identity, node = self._accepted.pop(id(ws))
+        self.stats["connections"] += 1
+        channel = Channel("cloudhub", max_frame=self.max_frame, resend_after=self.resend_after)
+        session = NodeSession(node=node, identity=identity, channel=channel, ws=ws)
+        old = self.sessions.get(node)
+        if old is not None:
+            log.warning("node %s connected again; closing its previous connection", node)
+            await old.ws.close(4000, "replaced by a newer connection")
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                frame = await ws.recv()
+            channel.receive_data(frame)
+            hello = next(
+                (
+                    e.message
+                    for e in channel.events_received()
+                    if isinstance(e, Delivered) and is_hello(e.message)
+                ),
+                None,
+            )
+            if hello is None or hello.resource != f"/node/{node}":
+                raise HubProtocolError("the first frame must be the node's hello")
+            session.runner = ChannelRunner(
+                ws, channel, lambda evs: self._on_events(session, evs), name=f"hub[{node}]"
+            )
+            self.sessions[node] = session
+            await self._on_hello(session, hello)
+            log.info("node %s connected from %s (token %s)", node, ws.remote_address, identity.token_id)
+            await session.runner.run()
+        except TimeoutError:
+            log.warning("node %s sent no hello within %.0fs; closing", node, HELLO_TIMEOUT)
+        except HubProtocolError as exc:
+            log.warning("node %s: %s; closing", node, exc)
+            await ws.close(1002, str(exc)[:120])
+        except ConnectionClosed:
+            pass
+        except StoreError:
+            log.exception("node %s: store write failed; closing so the edge redelivers in order", node)
+            await ws.close(1011, "store unavailable")
+        finally:
+            if self.sessions.get(node) is session:
+                del self.sessions[node]
+            self.stats["messages_in"] += channel.stats["received"]
+            self.stats["messages_out"] += channel.stats["sent"]
+            self.stats["resends"] += channel.stats["resent"]
+            log.info("node %s disconnected", node)
+
+    async def _on_hello(self, s: NodeSession, hello: Message) -> None:
+        content = hello.content if isinstance(hello.content, dict) else {}
+        epoch = content.get("epoch")
+        inventory = content.get("inventory", {})
+        status = content.get("status", {})
+        labels = content.get("labels", {})
+        if not isinstance(epoch, str) or not epoch:
+            raise HubProtocolError("hello.content.epoch: required string")
+        if not isinstance(inventory, dict) or not isinstance(status, dict) or not isinstance(labels, dict):
+            raise HubProtocolError("hello.content: inventory, status and labels must be objects")
+        s.epoch = epoch
+        s.backlog = []
+        await self._register_node(s.node, status, {str(k): str(v) for k, v in labels.items()})
+        applied = await self.store.read_cursor(outbox_cursor(s.node, epoch))
+        pods, revision = await self.store.list(PODS)
+        mine = [p for p in pods if p.get("spec", {}).get("nodeName") == s.node]
+        s.synced_revision = revision
+        objects = {pod_key(p): int(p["metadata"]["resourceVersion"]) for p in mine}
+        s.channel.send(hello.reply(content={"applied_seq": applied, "objects": objects}, source="cloudhub"))
+        stale = 0
+        for pod in mine:
+            key = pod_key(pod)
+            s.sent[key] = spec_hash(pod)
+            held = inventory.get(key)
+            if not isinstance(held, int) or held < objects[key]:
+                stale += 1
+                self._send_pod(s, pod)
+        log.info(
+            "node %s resync: %d objects, %d sent, outbox applied up to %d",
+            s.node,
+            len(objects),
+            stale,
+            applied,
+        )
+        s.kick()
+
+    async def _register_node(self, node: str, status: JSONObject, labels: dict[str, str]) -> None:
+        stamped = stamp_heartbeat(status, None)
+        base_labels = {
+            "kubernetes.io/hostname": node,
+            "node-role.kubernetes.io/edge": "",
+            "node-role.kubernetes.io/agent": "",
+        }
+        try:
+
+            def merge(obj: JSONObject) -> JSONObject:
+                meta = obj.setdefault("metadata", {})
+                meta["labels"] = {**base_labels, **meta.get("labels", {}), **labels}
+                obj["status"] = stamp_heartbeat(status, obj.get("status"))
+                return obj
+
+            await self.store.guaranteed_update(NODES, "", node, merge)
+        except NotFound:
+            await self.store.create(
+                NODES,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": node, "labels": {**base_labels, **labels}},
+                    "spec": {},
+                    "status": stamped,
+                },
+            )
+
+    # -- cloud -> edge ----------------------------------------------------------------------------
+
+    def _send_pod(self, s: NodeSession, pod: JSONObject) -> None:
+        key = pod_key(pod)
+        rv = str(pod["metadata"]["resourceVersion"])
+        s.channel.send_reliable(Message("update", key, pod, resourceversion=rv), key)
+
+    async def _edge_controller(self) -> None:
+        """Forward every change of a pod bound to a connected node to that node."""
+        resync = False
+        while True:
+            watch = self.store.watch(PODS)  # subscribed from here on: nothing after this line is missed
+            try:
+                if resync:
+                    for s in list(self.sessions.values()):
+                        await self._resync_live(s)
+                async for ev in watch:
+                    self._route(ev)
+            except StoreError as exc:
+                log.warning("edge controller watch ended (%s); resyncing connected nodes", exc)
+                resync = True
+            finally:
+                await watch.aclose()
+
+    def _route(self, ev: WatchEvent) -> None:
+        pod = ev.object
+        node = pod.get("spec", {}).get("nodeName")
+        s = self.sessions.get(node) if isinstance(node, str) else None
+        if s is None:
+            return
+        if s.backlog is not None:  # the node's resync list is being read: decide once it is
+            s.backlog.append(ev)
+            return
+        if ev.revision <= s.synced_revision:
+            return
+        key = pod_key(pod)
+        if ev.type == "DELETED":
+            s.sent.pop(key, None)
+            uid = pod.get("metadata", {}).get("uid")
+            msg = Message("delete", key, {"uid": uid}, resourceversion=str(ev.revision))
+            s.channel.send_reliable(msg, key)
+        else:
+            h = spec_hash(pod)
+            if s.sent.get(key) == h:
+                return
+            s.sent[key] = h
+            self._send_pod(s, pod)
+        s.kick()
+
+    async def _resync_live(self, s: NodeSession) -> None:
+        pods, revision = await self.store.list(PODS)
+        s.synced_revision = max(s.synced_revision, revision)
+        for pod in pods:
+            if pod.get("spec", {}).get("nodeName") == s.node and s.sent.get(pod_key(pod)) != spec_hash(pod):
+                s.sent[pod_key(pod)] = spec_hash(pod)
+                self._send_pod(s, pod)
+        s.kick()
+
+    # -- edge -> cloud ----------------------------------------------------------------------------
+
+    async def _on_events(self, s: NodeSession, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, FrameRejected):
+                self.stats["rejected_frames"] += 1
+                log.warning("node %s sent a bad frame: %s (%r)", s.node, ev.reason, ev.excerpt)
+            elif isinstance(ev, Delivered):
+                await self._on_message(s, ev.message)
+
+    async def _on_message(self, s: NodeSession, msg: Message) -> None:
+        if msg.group == GROUP_HUB and msg.operation == "update" and msg.resource == f"/node/{s.node}":
+            status = msg.content.get("status") if isinstance(msg.content, dict) else None
+            if isinstance(status, dict):
+                await self.store.guaranteed_update(
+                    NODES, "", s.node, lambda n: {**n, "status": stamp_heartbeat(status, n.get("status"))}
+                )
+            return
+        if msg.group != GROUP_RESOURCE:
+            s.channel.reject(msg, f"unknown group {msg.group!r}")
+            return
+        try:
+            namespace, rtype, name = parse_tunnel_resource(msg.resource)
+        except ValueError as exc:
+            s.channel.reject(msg, str(exc))
+            return
+        content = msg.content if isinstance(msg.content, dict) else {}
+        uid = content.get("uid")
+        if rtype == "podstatus" and msg.operation == "update" and isinstance(content.get("status"), dict):
+            rv = await self._apply_pod_status(s, msg, (namespace, name, str(uid)), content["status"])
+            s.channel.ack(msg, {"resourceversion": rv})
+        elif rtype == "pod" and msg.operation == "delete":
+            await self._finish_pod_deletion(s, namespace, name, str(uid))
+            s.channel.ack(msg)
+        else:
+            log.warning("node %s sent unsupported %s %s", s.node, msg.operation, msg.resource)
+            s.channel.reject(msg, f"unsupported {msg.operation} on {rtype}")
+
+    async def _apply_pod_status(
+        self, s: NodeSession, msg: Message, ident: tuple[str, str, str], status: JSONObject
+    ) -> str:
+        namespace, name, uid = ident
+
+        def apply(pod: JSONObject) -> JSONObject | None:
+            if pod.get("metadata", {}).get("uid") != uid or pod.get("spec", {}).get("nodeName") != s.node:
+                return None  # another incarnation of the pod, or not this node's: nothing to do
+            if pod.get("status") == status:
+                return None
+            return {**pod, "status": status}
+
+        cursor = Cursor(outbox_cursor(s.node, s.epoch), msg.seq) if msg.seq else None
+        try:
+            stored = await self.store.guaranteed_update(PODS, namespace, name, apply, cursor=cursor)
+        except NotFound:
+            return ""
+        if stored is None:
+            self.stats["duplicates_skipped"] += 1
+            return ""
+        return str(stored.get("metadata", {}).get("resourceVersion", ""))
+
+    async def _finish_pod_deletion(self, s: NodeSession, namespace: str, name: str, uid: str) -> None:
+        """The edge stopped every container of a terminating pod: remove it, as the kubelet does."""
+        for _ in range(5):
+            try:
+                pod = await self.store.get(PODS, namespace, name)
+            except NotFound:
+                return
+            meta = pod.get("metadata", {})
+            if meta.get("uid") != uid or pod.get("spec", {}).get("nodeName") != s.node:
+                return
+            if not meta.get("deletionTimestamp"):
+                log.warning(
+                    "node %s reported pod %s/%s terminated but it is not being deleted",
+                    s.node,
+                    namespace,
+                    name,
+                )
+                return
+            with contextlib.suppress(NotFound):
+                await self.store.delete(PODS, namespace, name, resource_version=str(meta["resourceVersion"]))
+                return
+        log.warning("could not finish deleting pod %s/%s after retries", namespace, name)
+
+
+def stamp_heartbeat(status: JSONObject, previous: Any) -> JSONObject:
+    """The node status as reported, with the Ready condition's heartbeat taken from the cloud's clock (edge
+    clocks drift; the lifecycle controller compares against ours) and its transition time kept while the
+    status does not change."""
+    now = now_rfc3339()
+    prev_conditions = {
+        c.get("type"): c for c in (previous or {}).get("conditions", []) if isinstance(c, dict)
+    }
+    conditions = []
+    for cond in status.get("conditions", []):
+        if not isinstance(cond, dict):
+            continue
+        c = dict(cond)
+        before = prev_conditions.get(c.get("type"))
+        c["lastHeartbeatTime"] = now
+        if before is not None and before.get("status") == c.get("status"):
+            c["lastTransitionTime"] = before.get("lastTransitionTime", now)
+        else:
+            c["lastTransitionTime"] = now
+        conditions.append(c)
+    return {**status, "conditions": conditions}

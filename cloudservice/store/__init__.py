@@ -1,0 +1,17 @@
+"""CloudCore's store: the contract (:mod:`.base`) and the SQL implementation (:mod:`.sql`)."""
+
+from cloudservice.store.base import Cursor, EventType, Store, UpdateFn, WatchEvent
+from cloudservice.store.sql import BackendError, SqlStore, SqlWatch, open_store, store_url
+
+__all__ = [
+    "BackendError",
+    "Cursor",
+    "EventType",
+    "SqlStore",
+    "SqlWatch",
+    "Store",
+    "UpdateFn",
+    "WatchEvent",
+    "open_store",
+    "store_url",
+]
