@@ -57,9 +57,10 @@ class Delivered:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """The peer acknowledged one of our reliable messages."""
+    """The peer acknowledged one of our reliable messages; ``reply`` is its response (or error)."""
 
     message: Message
+    reply: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ Event = Delivered | Acked | Replied | FrameRejected
 class _InFlight:
     key: str | None
     message: Message
-    sent_at: float
+    sent_at: float | None  # None until the first tick after sending: the channel has no clock of its own
     interval: float
 
 
@@ -111,7 +112,6 @@ class Channel:
         self._inflight_keys: set[str] = set()
         self._out: list[str] = []
         self._events: list[Event] = []
-        self._now = 0.0
         self.stats = {"sent": 0, "received": 0, "resent": 0, "rejected": 0, "coalesced": 0}
 
     # -- sending ---------------------------------------------------------------------------------
@@ -135,10 +135,11 @@ class Channel:
             self._queue[key] = (key, message)
         self._pump()
 
-    def ack(self, message: Message) -> None:
-        """Acknowledge a reliable message the application has made durable."""
+    def ack(self, message: Message, content: Any = None) -> None:
+        """Acknowledge a reliable message the application has made durable; ``content`` may tell the
+        sender something about the result (the cloud returns the new resourceVersion of a status write)."""
         if message.sync:
-            self._emit(message.reply("response", source=self.local))
+            self._emit(message.reply("response", content, source=self.local))
 
     def reject(self, message: Message, reason: str) -> None:
         """Answer a message with an error; a reliable one counts as handled and will not be resent."""
@@ -158,7 +159,7 @@ class Channel:
             if key is not None and key in self._inflight_keys:
                 continue
             del self._queue[qkey]
-            self._inflight[message.msg_id] = _InFlight(key, message, self._now, self.resend_after)
+            self._inflight[message.msg_id] = _InFlight(key, message, None, self.resend_after)
             if key is not None:
                 self._inflight_keys.add(key)
             self._emit(message)
@@ -187,7 +188,7 @@ class Channel:
                         flight.message.resource,
                         message.content,
                     )
-                self._events.append(Acked(flight.message))
+                self._events.append(Acked(flight.message, message))
                 self._pump()
                 return
             self._events.append(Replied(message))
@@ -206,9 +207,10 @@ class Channel:
 
     def tick(self, now: float) -> float | None:
         """Resend what is overdue; returns the next time tick should be called (None: nothing waits)."""
-        self._now = now
         next_due: float | None = None
         for flight in self._inflight.values():
+            if flight.sent_at is None:
+                flight.sent_at = now
             due = flight.sent_at + flight.interval
             if due <= now:
                 flight.sent_at = now

@@ -257,6 +257,9 @@ class CloudHub:
             if not isinstance(held, int) or held < objects[key]:
                 stale += 1
                 self._send_pod(s, pod)
+        backlog, s.backlog = s.backlog or [], None
+        for ev in backlog:
+            self._route(ev)
         log.info(
             "node %s resync: %d objects, %d sent, outbox applied up to %d",
             s.node,
