@@ -99,9 +99,9 @@ def test_window_limits_messages_in_flight() -> None:
 
 def test_unacked_message_is_resent_with_backoff_until_acked() -> None:
     cloud, edge = Channel("cloud", resend_after=1.0, resend_max=4.0), Channel("edge")
-    cloud.tick(0.0)
     cloud.send_reliable(pod_update("a", 1), key="a")
     pipe(cloud, edge, drop=True)  # lost
+    assert cloud.tick(0.0) == 1.0  # the first tick after sending starts the resend timer
     assert cloud.tick(0.5) == 1.0
     assert cloud.data_to_send() == []
     assert cloud.tick(1.0) == 3.0  # resent at 1.0, next after 2 s
