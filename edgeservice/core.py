@@ -1,0 +1,306 @@
+"""EdgeCore: the edge service. Wires the hub client, MetaManager and Edged together.
+
+The order of things on the edge is what makes it safe to kill at any instant:
+
+1. A cloud message is made durable in MetaManager (one transaction per received batch), then acknowledged,
+   then handed to Edged. A crash before the commit means no ack, so the cloud resends; a crash after it
+   means the cache already has it and Edged picks it up from the cache on restart.
+2. Every status change Edged reports goes to the persisted outbox first, then onto the tunnel if one is
+   up. Rows leave the outbox only when the cloud acknowledges them, so a week offline loses nothing.
+3. On start, Edged adopts the containers still running under the data directory and MetaManager's cached
+   pods become the desired state at once — the cloud is not needed to keep running what was running.
+   Only when the cache had to be rebuilt does the edge wait for the cloud's resync before removing
+   anything, so a lost cache never stops a healthy workload.
+
+The hub client reconnects with jittered exponential backoff (0.5 s doubling to 30 s, as aiomqtt does it),
+sends a hello with its inventory and outbox epoch, and resumes from the cloud's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
+
+from app.envelope import GROUP_HUB, GROUP_RESOURCE, Message
+from app.resources import PODS, JSONObject, tunnel_resource
+from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, FrameRejected, Replied, hello
+from app.tunnelio import ChannelRunner
+from edgeservice.edged import Edged
+from edgeservice.metamanager import Change, MetaManager
+from edgeservice.nodeinfo import default_labels, host_ip, node_status
+
+log = logging.getLogger(__name__)
+
+NODE_HEADER = "X-FleetOps-Node"
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
+
+
+def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
+    """Full-jitter exponential backoff: a random delay up to base * 2**attempt, capped."""
+    return random.uniform(base / 2, min(cap, base * (2**attempt)))
+
+
+@dataclass
+class EdgeConfig:
+    name: str
+    cloud_url: str
+    token: str
+    data_dir: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    status_interval: float = 10.0
+    ping_interval: float = 10.0
+    ping_timeout: float = 10.0
+    max_frame: int = DEFAULT_MAX_FRAME
+    restart_backoff: float = 10.0
+    address: str = ""
+    stop_pods_on_exit: bool = False
+
+
+class EdgeCore:
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.node = config.name
+        self.meta = MetaManager(config.data_dir / "edge.db")
+        self.address = config.address or host_ip()
+        self.edged = Edged(
+            config.data_dir / "pods",
+            config.name,
+            self,
+            host_ip=self.address,
+            backoff_base=config.restart_backoff,
+        )
+        self.connected = asyncio.Event()
+        self._channel: Channel | None = None
+        self._runner: ChannelRunner | None = None
+        self._hello_id = ""
+        self._awaiting: dict[str, int] | None = None
+        self._full_sync_pending = False
+        self.stats = {"connects": 0, "received": 0, "acked_out": 0}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.meta.open()
+        log.info(
+            "edge %s starting (cache epoch %s, %d cached objects)",
+            self.node,
+            self.meta.epoch,
+            len(self.meta.inventory()),
+        )
+        await self.edged.start()
+        if self.meta.rebuilt:
+            self._full_sync_pending = True
+        else:
+            self.edged.sync(self.meta.objects("pod"))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._hub_loop(), name=f"edge[{self.node}].hub")
+                tg.create_task(self._heartbeat_loop(), name=f"edge[{self.node}].heartbeat")
+                await stop.wait()
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            if self.config.stop_pods_on_exit:
+                await self.edged.stop_all_pods()
+            await self.edged.stop()
+            self.meta.close()
+            log.info(
+                "edge %s stopped%s",
+                self.node,
+                "" if self.config.stop_pods_on_exit else "; workloads keep running",
+            )
+
+    # -- Edged's sink -----------------------------------------------------------------------------
+
+    def pod_status_changed(self, pod: JSONObject, status: JSONObject) -> None:
+        m = pod.get("metadata", {})
+        ns, name = str(m.get("namespace", "")), str(m.get("name", ""))
+        msg = Message(
+            "update",
+            f"{ns}/podstatus/{name}",
+            {"uid": m.get("uid"), "status": status},
+            source=self.node,
+        )
+        self._emit(msg, status_of=(tunnel_resource(PODS, ns, name), status))
+
+    def pod_terminated(self, pod: JSONObject) -> None:
+        m = pod.get("metadata", {})
+        key = tunnel_resource(PODS, str(m.get("namespace", "")), str(m.get("name", "")))
+        self._emit(Message("delete", key, {"uid": m.get("uid")}, source=self.node))
+
+    def _emit(self, msg: Message, *, status_of: tuple[str, JSONObject] | None = None) -> None:
+        if not self.meta.is_open:  # shutting down: Edged's last words are not worth a crash
+            return
+        self.meta.enqueue(msg, status_of=status_of)
+        if self._channel is not None:
+            self._channel.send_reliable(msg, None)
+            if self._runner is not None:
+                self._runner.kick()
+
+    # -- the tunnel -------------------------------------------------------------------------------
+
+    async def _hub_loop(self) -> None:
+        attempt = 0
+        headers = {"Authorization": f"Bearer {self.config.token}", NODE_HEADER: self.node}
+        while True:
+            try:
+                async with connect(
+                    self.config.cloud_url,
+                    additional_headers=headers,
+                    max_size=self.config.max_frame,
+                    ping_interval=self.config.ping_interval,
+                    ping_timeout=self.config.ping_timeout,
+                    open_timeout=10,
+                    proxy=None,
+                ) as ws:
+                    attempt = 0
+                    self.stats["connects"] += 1
+                    await self._session(ws)
+                    log.warning("edge %s: connection to the cloud closed", self.node)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
+                log.error("edge %s: the cloud refused us (HTTP %d: %s)", self.node, status, body)
+            except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
+                log.warning(
+                    "edge %s: cannot reach the cloud at %s: %s", self.node, self.config.cloud_url, exc
+                )
+            delay = backoff_delay(attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        channel = Channel(self.node, max_frame=self.config.max_frame)
+        greeting = hello(
+            self.node,
+            {
+                "epoch": self.meta.epoch,
+                "inventory": self.meta.inventory(),
+                "status": node_status(self.config.data_dir, self.address),
+                "labels": {**default_labels(), **self.config.labels},
+            },
+        )
+        self._hello_id = greeting.msg_id
+        channel.send(greeting)
+        runner = ChannelRunner(
+            ws, channel, lambda evs: self._on_events(channel, evs), name=f"edge[{self.node}].hub"
+        )
+        self._runner = runner
+        try:
+            await runner.run()
+        finally:
+            self._channel = None
+            self._runner = None
+            self.connected.clear()
+
+    async def _on_events(self, channel: Channel, events: list[Event]) -> None:
+        batch: list[Message] = []
+        for ev in events:
+            if isinstance(ev, Delivered):
+                if ev.message.group == GROUP_RESOURCE and ev.message.operation in (
+                    "insert",
+                    "update",
+                    "delete",
+                ):
+                    batch.append(ev.message)
+                else:
+                    channel.reject(
+                        ev.message, f"unsupported {ev.message.operation} in group {ev.message.group}"
+                    )
+            elif isinstance(ev, Replied) and ev.message.parent_msg_id == self._hello_id:
+                self._on_resync(channel, ev.message.content)
+            elif isinstance(ev, Acked):
+                self._on_acked(ev.message, ev.reply)
+            elif isinstance(ev, FrameRejected):
+                log.warning("edge %s: bad frame from the cloud: %s", self.node, ev.reason)
+        if batch:
+            changes = self.meta.apply(batch)  # durable before any ack goes out
+            for msg in batch:
+                channel.ack(msg)
+            self.stats["received"] += len(batch)
+            self._hand_to_edged(changes)
+            if self._awaiting is not None:
+                for msg in batch:
+                    if int(msg.resourceversion or 0) >= self._awaiting.get(msg.resource, 1 << 62):
+                        self._awaiting.pop(msg.resource, None)
+                self._maybe_full_sync()
+
+    def _on_resync(self, channel: Channel, content: Any) -> None:
+        content = content if isinstance(content, dict) else {}
+        applied = int(content.get("applied_seq", 0) or 0)
+        objects = content.get("objects", {})
+        objects = objects if isinstance(objects, dict) else {}
+        dropped = self.meta.outbox_done_through(applied)
+        if dropped:
+            log.info("edge %s: cloud had already applied %d outbox messages", self.node, dropped)
+        self._hand_to_edged(self.meta.prune(set(objects)))
+        held = self.meta.inventory()
+        self._awaiting = {k: int(rv) for k, rv in objects.items() if held.get(k, 0) < int(rv)}
+        to_fetch = len(self._awaiting)
+        self._maybe_full_sync()
+        self._channel = channel
+        pending = self.meta.outbox()
+        for msg in pending:
+            channel.send_reliable(msg, None)
+        log.info(
+            "edge %s connected: %d objects assigned, %d to fetch, %d outbox messages to send",
+            self.node,
+            len(objects),
+            to_fetch,
+            len(pending),
+        )
+        self.connected.set()
+
+    def _maybe_full_sync(self) -> None:
+        if self._awaiting is not None and not self._awaiting:
+            self._awaiting = None
+            if self._full_sync_pending:
+                self._full_sync_pending = False
+                self.edged.sync(self.meta.objects("pod"))
+
+    def _on_acked(self, msg: Message, reply: Message) -> None:
+        if msg.seq:
+            self.meta.outbox_done(msg.seq)
+            self.stats["acked_out"] += 1
+        content = reply.content if isinstance(reply.content, dict) else {}
+        rv = content.get("resourceversion")
+        if rv and "/podstatus/" in msg.resource:
+            self.meta.set_version(msg.resource.replace("/podstatus/", "/pod/"), int(rv))
+
+    def _hand_to_edged(self, changes: list[Change]) -> None:
+        for change in changes:
+            if change.type != "pod":
+                continue
+            if change.obj is not None:
+                self.edged.upsert(change.obj)
+                # The cloud's copy of the status may have been changed behind our back (a node lifecycle
+                # controller marks pods NotReady while we are away): re-assert ours, as a kubelet does.
+                local = self.edged.status_of(str(change.obj.get("metadata", {}).get("uid", "")))
+                if local is not None and local != change.obj.get("status"):
+                    self.pod_status_changed(change.obj, local)
+            elif change.previous is not None:
+                self.edged.remove(str(change.previous.get("metadata", {}).get("uid", "")))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_interval)
+            if self._channel is not None:
+                status = node_status(self.config.data_dir, self.address)
+                self._channel.send(
+                    Message("update", f"/node/{self.node}", {"status": status}, group=GROUP_HUB)
+                )
+                if self._runner is not None:
+                    self._runner.kick()
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it when the service is asked to stop."""

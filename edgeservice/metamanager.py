@@ -1,0 +1,331 @@
+"""MetaManager: the edge's durable cache of what the cloud assigned to this node, and its outbox.
+
+Everything the edge must still know after a SIGKILL, a power cut or a week without the cloud lives here,
+in one SQLite file (SQLAlchemy Core over the standard sqlite3 driver):
+
+* ``objects``: the last version of every object the cloud sent (pods now; configmaps, secrets and devices
+  later), keyed by the tunnel's ``namespace/type/name``, with its resourceVersion. A message older than
+  the cached version is acknowledged and ignored, so resends and reordering across reconnects are harmless.
+* ``outbox``: what the edge must tell the cloud (pod status, pod termination), in order, with a sequence
+  number the cloud uses to drop duplicates. A row leaves the outbox only when the cloud acknowledged it.
+* ``meta``: the outbox *epoch*, a random id minted when the file is created. The cloud keeps its
+  duplicate-detection cursor per epoch, so a rebuilt cache (sequence back at 1) cannot be mistaken for
+  replays of the old one.
+
+Durability: WAL journal with ``synchronous=FULL`` — each commit is on disk before we acknowledge to the
+cloud ("persist, then ack"). The tunnel hands us messages in batches, and a batch is one transaction, so
+the fsync cost is paid per batch, not per message.
+
+A file that cannot be opened, fails ``PRAGMA quick_check`` or carries an unknown schema version is never
+trusted: it is moved aside as ``<name>.corrupt-<timestamp>``, reported, and a fresh cache is built; the
+cloud then resends everything on the next connection. Calls are synchronous and short; the edge runs
+them on its event loop (a commit is a few milliseconds on eMMC), which keeps ordering trivial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.envelope import Message, decode
+from app.resources import JSONObject
+from edgeservice.errors import EdgeError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+
+_md = MetaData()
+objects_t = Table(
+    "objects",
+    _md,
+    Column("key", String, primary_key=True),
+    Column("type", String, nullable=False, index=True),
+    Column("uid", String, nullable=False, default=""),
+    Column("rv", Integer, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("status", Text, nullable=True),
+)
+outbox_t = Table(
+    "outbox",
+    _md,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("key", String, nullable=False),
+    Column("message", Text, nullable=False),
+    sqlite_autoincrement=True,  # never reuse a sequence number, even after the newest row is deleted
+)
+meta_t = Table("meta", _md, Column("k", String, primary_key=True), Column("v", String, nullable=False))
+
+
+class CacheError(EdgeError):
+    """The cache could not be read or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An applied cloud message: ``obj`` is the new object, or None when it was deleted."""
+
+    key: str
+    type: str
+    obj: JSONObject | None
+    previous: JSONObject | None
+
+
+def _type_of(key: str) -> str:
+    parts = key.split("/")
+    return parts[1] if len(parts) == 3 else ""
+
+
+class MetaManager:
+    name = "metamanager"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._engine: Engine | None = None
+        self.rebuilt = False
+        self.epoch = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (or build) the cache; sets ``rebuilt`` when the edge starts from nothing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
+        if existed:
+            problem = self._check()
+            if problem is not None:
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+                log.error(
+                    "edge cache %s is unusable (%s); moved to %s and rebuilding from the cloud",
+                    self.path,
+                    problem,
+                    aside,
+                )
+                self.path.replace(aside)
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                existed = False
+        elif Path(f"{self.path}-wal").exists():
+            Path(f"{self.path}-wal").unlink()
+        self._engine = self._make_engine()
+        if not existed:
+            log.warning("edge cache %s is new: the node's state will be rebuilt from the cloud", self.path)
+            _md.create_all(self._engine)
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(meta_t),
+                    [
+                        {"k": "schema_version", "v": str(SCHEMA_VERSION)},
+                        {"k": "epoch", "v": uuid.uuid4().hex},
+                    ],
+                )
+            self.rebuilt = True
+        with self._engine.connect() as conn:
+            self.epoch = str(conn.execute(select(meta_t.c.v).where(meta_t.c.k == "epoch")).scalar_one())
+
+    def _make_engine(self) -> Engine:
+        engine = create_engine(f"sqlite:///{self.path}")
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        return engine
+
+    def _check(self) -> str | None:
+        """Why the existing file cannot be trusted, or None when it can."""
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True)
+            try:
+                (result,) = conn.execute("PRAGMA quick_check").fetchone()
+                if result != "ok":
+                    return f"integrity check failed: {result}"
+                row = conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+                if row is None or row[0] != str(SCHEMA_VERSION):
+                    return f"unknown schema version {row[0] if row else None}"
+                conn.execute("SELECT count(*) FROM objects").fetchone()
+                conn.execute("SELECT count(*) FROM outbox").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            return str(exc)
+        return None
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise CacheError("the cache is not open")
+        return self._engine
+
+    # -- objects ----------------------------------------------------------------------------------
+
+    def inventory(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(objects_t.c.key, objects_t.c.rv)).all()
+        return {str(key): int(rv) for key, rv in rows}
+
+    def objects(self, type_: str) -> list[JSONObject]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(objects_t.c.data).where(objects_t.c.type == type_).order_by(objects_t.c.key)
+            )
+            return [json.loads(data) for (data,) in rows]
+
+    def get(self, key: str) -> JSONObject | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(select(objects_t.c.data).where(objects_t.c.key == key)).scalar_one_or_none()
+        return None if data is None else dict(json.loads(data))
+
+    def apply(self, messages: Iterable[Message]) -> list[Change]:
+        """Make a batch of cloud messages durable in one transaction; returns what actually changed.
+
+        Updates older than (or as old as) the cached version and deletes of unknown objects are no-ops.
+        """
+        changes: list[Change] = []
+        try:
+            with self.engine.begin() as conn:
+                for msg in messages:
+                    key = msg.resource
+                    row = conn.execute(
+                        select(objects_t.c.rv, objects_t.c.data).where(objects_t.c.key == key)
+                    ).one_or_none()
+                    previous = json.loads(row.data) if row is not None else None
+                    if msg.operation == "delete":
+                        if row is None:
+                            continue
+                        uid = (msg.content or {}).get("uid") if isinstance(msg.content, dict) else None
+                        if uid and previous and previous.get("metadata", {}).get("uid") != uid:
+                            continue
+                        conn.execute(delete(objects_t).where(objects_t.c.key == key))
+                        changes.append(Change(key, _type_of(key), None, previous))
+                        continue
+                    if not isinstance(msg.content, dict):
+                        continue
+                    rv = int(msg.resourceversion or 0)
+                    if row is not None and row.rv >= rv:
+                        continue
+                    type_ = _type_of(key)
+                    values = {
+                        "type": type_,
+                        "uid": str(msg.content.get("metadata", {}).get("uid", "")),
+                        "rv": rv,
+                        "data": json.dumps(msg.content, separators=(",", ":")),
+                    }
+                    if row is None:
+                        conn.execute(insert(objects_t).values(key=key, **values))
+                    else:
+                        conn.execute(update(objects_t).where(objects_t.c.key == key).values(**values))
+                    changes.append(Change(key, type_, msg.content, previous))
+        except (SQLAlchemyError, ValueError) as exc:
+            raise CacheError(f"cannot persist {len(changes)}+ cloud messages: {exc}") from exc
+        return changes
+
+    def prune(self, keep: set[str]) -> list[Change]:
+        """Drop cached objects the cloud no longer assigns to this node (deleted while we were away)."""
+        removed: list[Change] = []
+        with self.engine.begin() as conn:
+            for key, data in conn.execute(select(objects_t.c.key, objects_t.c.data)).all():
+                if key not in keep:
+                    conn.execute(delete(objects_t).where(objects_t.c.key == key))
+                    removed.append(Change(key, _type_of(key), None, json.loads(data)))
+        return removed
+
+    def set_version(self, key: str, rv: int) -> None:
+        """The cloud stored our status write as ``rv``: our copy of the spec is that current."""
+        with self.engine.begin() as conn:
+            conn.execute(update(objects_t).where(objects_t.c.key == key, objects_t.c.rv < rv).values(rv=rv))
+
+    def set_status(self, key: str, status: JSONObject) -> None:
+        """The node's own view of an object's status, served locally while the cloud is away."""
+        with self.engine.begin() as conn:
+            conn.execute(update(objects_t).where(objects_t.c.key == key).values(status=json.dumps(status)))
+
+    def status(self, key: str) -> JSONObject | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(select(objects_t.c.status).where(objects_t.c.key == key)).scalar_one_or_none()
+        return None if data is None else dict(json.loads(data))
+
+    # -- outbox -----------------------------------------------------------------------------------
+
+    def enqueue(self, message: Message, *, status_of: tuple[str, JSONObject] | None = None) -> Message:
+        """Persist a message for the cloud and return it stamped with its sequence number. With
+        ``status_of`` the local status copy is written in the same transaction."""
+        try:
+            with self.engine.begin() as conn:
+                seq = conn.execute(
+                    insert(outbox_t).values(key=message.resource, message=message.encode())
+                ).inserted_primary_key
+                assert seq is not None
+                message.seq = int(seq[0])
+                conn.execute(
+                    update(outbox_t).where(outbox_t.c.seq == message.seq).values(message=message.encode())
+                )
+                if status_of is not None:
+                    key, status = status_of
+                    conn.execute(
+                        update(objects_t).where(objects_t.c.key == key).values(status=json.dumps(status))
+                    )
+        except SQLAlchemyError as exc:
+            raise CacheError(f"cannot persist an outbox message for {message.resource}: {exc}") from exc
+        return message
+
+    def outbox(self, after: int = 0) -> list[Message]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox_t.c.message).where(outbox_t.c.seq > after).order_by(outbox_t.c.seq)
+            )
+            return [decode(m) for (m,) in rows]
+
+    def outbox_done(self, seq: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(outbox_t).where(outbox_t.c.seq == seq))
+
+    def outbox_done_through(self, seq: int) -> int:
+        """The cloud already applied everything up to ``seq`` (its ack was lost): drop those rows."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(outbox_t).where(outbox_t.c.seq <= seq)).rowcount)
+
+    def outbox_depth(self) -> int:
+        with self.engine.connect() as conn:
+            return len(conn.execute(select(outbox_t.c.seq)).all())
+
+    def dump(self) -> dict[str, Any]:
+        """Everything, for diagnostics and tests."""
+        return {"epoch": self.epoch, "inventory": self.inventory(), "outbox": self.outbox_depth()}

@@ -1,0 +1,330 @@
+"""End to end: real `fleetops cloud` and `fleetops edge` processes on loopback, real workloads.
+
+These are the product's promises: deploy through the API and see processes run on the right nodes;
+roll and delete; keep running when the cloud dies; survive a SIGKILL of the edge service while offline
+without duplicating a workload; report everything that happened offline once the cloud is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from app.launcher import LocalCluster, Proc, tail
+from app.resources import JSONObject
+from tests.proxy import FaultProxy
+
+pytestmark = pytest.mark.slow
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+PODS = "/api/v1/namespaces/default/pods"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    c = LocalCluster(
+        tmp_path, node_grace_period=3.0, status_interval=0.5, ping_interval=1.0, restart_backoff=0.2
+    )
+    await c.start_cloud()
+    try:
+        yield c
+    except BaseException:
+        for proc in [c.cloud, *c.edges.values()]:
+            if proc is not None:
+                print(f"--- {proc.name} log ---\n{tail(proc.log_path, 60)}")
+        raise
+    finally:
+        await c.stop()
+
+
+def deployment(
+    name: str, command: list[str], *, replicas: int = 1, selector: dict[str, str] | None = None
+) -> JSONObject:
+    spec: JSONObject = {
+        "terminationGracePeriodSeconds": 2,
+        "containers": [{"name": "main", "image": f"example/{name}:1", "command": command}],
+    }
+    if selector:
+        spec["nodeSelector"] = selector
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+        },
+    }
+
+
+def ready(node: JSONObject) -> str:
+    for c in node.get("status", {}).get("conditions", []):
+        if c.get("type") == "Ready":
+            return str(c.get("status"))
+    return "Missing"
+
+
+def pid_of(pod: JSONObject) -> int:
+    [status] = pod["status"]["containerStatuses"]
+    return int(status["containerID"].removeprefix("process://"))
+
+
+def running(pod: JSONObject) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses", [])
+    return (
+        pod.get("status", {}).get("phase") == "Running"
+        and bool(statuses)
+        and "running" in statuses[0]["state"]
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def wait_nodes(c: LocalCluster, expected: dict[str, str]) -> list[JSONObject]:
+    """Wait until each named node's Ready condition has the given status."""
+    result = await c.wait_until(
+        "/api/v1/nodes",
+        lambda lst: (
+            {n["metadata"]["name"]: ready(n) for n in lst["items"] if n["metadata"]["name"] in expected}
+            == expected
+        ),
+        timeout=30,
+        what=f"nodes {expected}",
+    )
+    return list(result["items"])
+
+
+async def wait_pods(
+    c: LocalCluster, app: str, predicate: Any, what: str, timeout: float = 30
+) -> list[JSONObject]:
+    result = await c.wait_until(
+        f"{PODS}?labelSelector=app%3D{app}", lambda lst: predicate(lst["items"]), timeout=timeout, what=what
+    )
+    return list(result["items"])
+
+
+async def test_deploy_roll_and_delete_across_edges(cluster: LocalCluster) -> None:
+    for name, site in (("edge-a1", "a"), ("edge-a2", "a"), ("edge-b1", "b")):
+        await cluster.start_edge(name, {"site": site})
+    nodes = await wait_nodes(cluster, {"edge-a1": "True", "edge-a2": "True", "edge-b1": "True"})
+    node = next(n for n in nodes if n["metadata"]["name"] == "edge-a1")
+    assert node["metadata"]["labels"]["site"] == "a"
+    assert int(node["status"]["capacity"]["cpu"]) == psutil.cpu_count()
+    assert node["status"]["capacity"]["memory"] == f"{psutil.virtual_memory().total // 1024}Ki"
+
+    await cluster.request(
+        "POST", DEPLOYMENTS, deployment("web", ["sleep", "3600"], replicas=2, selector={"site": "a"})
+    )
+    pods = await wait_pods(
+        cluster, "web", lambda ps: len(ps) == 2 and all(running(p) for p in ps), "2 web pods running"
+    )
+    assert {p["spec"]["nodeName"] for p in pods} == {"edge-a1", "edge-a2"}  # spread over the matching nodes
+    first_pids = {pid_of(p) for p in pods}
+    for pid in first_pids:
+        assert alive(pid) and psutil.Process(pid).cmdline() == ["sleep", "3600"]
+
+    # A new command rolls the pods: surge one at a time, never below 2 ready.
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "main", "command": ["sleep", "3601"]}]}}}}
+    await cluster.request(
+        "PATCH", f"{DEPLOYMENTS}/web", patch, content_type="application/strategic-merge-patch+json"
+    )
+    pods = await wait_pods(
+        cluster,
+        "web",
+        lambda ps: (
+            len(ps) == 2
+            and all(running(p) and p["spec"]["containers"][0]["command"][1] == "3601" for p in ps)
+        ),
+        "the rolled pods",
+    )
+    await cluster.wait_until(
+        f"{DEPLOYMENTS}/web", lambda d: d.get("status", {}).get("updatedReplicas") == 2, what="rollout status"
+    )
+    for pid in first_pids:
+        await _wait_dead(pid)
+
+    second_pids = {pid_of(p) for p in pods}
+    await cluster.request("DELETE", f"{DEPLOYMENTS}/web", {"propagationPolicy": "Background"})
+    await wait_pods(cluster, "web", lambda ps: ps == [], "the pods to be deleted")
+    for pid in second_pids:
+        await _wait_dead(pid)
+
+
+async def _wait_dead(pid: int, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while alive(pid):
+            await asyncio.sleep(0.05)
+
+
+async def wait_log(proc: Proc, text: str, count: int = 1, timeout: float = 20.0) -> None:
+    """Wait for a line in a service's log: the one event another process offers us."""
+    async with asyncio.timeout(timeout):
+        while proc.log_path.read_text(errors="replace").count(text) < count:
+            await asyncio.sleep(0.05)
+
+
+def edge_cache(c: LocalCluster, node: str) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{c.root / node / 'edge.db'}?mode=ro", uri=True)
+
+
+def offline_restart_count(c: LocalCluster, node: str, pod_name: str) -> int:
+    with edge_cache(c, node) as db:
+        row = db.execute("SELECT status FROM objects WHERE key = ?", (f"default/pod/{pod_name}",)).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    return int(json.loads(row[0])["containerStatuses"][0]["restartCount"])
+
+
+async def test_cloud_down_then_edge_killed_workloads_survive_and_history_arrives(
+    cluster: LocalCluster,
+) -> None:
+    await cluster.start_edge("edge-1")
+    await wait_nodes(cluster, {"edge-1": "True"})
+    await cluster.request("POST", DEPLOYMENTS, deployment("steady", ["sleep", "3600"]))
+    await cluster.request("POST", DEPLOYMENTS, deployment("flaky", ["sh", "-c", "sleep 0.3; exit 3"]))
+    [steady] = await wait_pods(
+        cluster, "steady", lambda ps: len(ps) == 1 and running(ps[0]), "steady running"
+    )
+    [flaky] = await wait_pods(
+        cluster,
+        "flaky",
+        lambda ps: len(ps) == 1 and bool(ps[0].get("status", {}).get("containerStatuses")),
+        "flaky started",
+    )
+    pid = pid_of(steady)
+
+    # The cloud dies. The workload keeps running and the crash loop keeps being handled, on the edge alone.
+    assert cluster.cloud is not None
+    await cluster.cloud.kill()
+    seen_offline = offline_restart_count(cluster, "edge-1", flaky["metadata"]["name"])
+    async with asyncio.timeout(20):
+        while offline_restart_count(cluster, "edge-1", flaky["metadata"]["name"]) < seen_offline + 2:
+            await asyncio.sleep(0.1)
+    assert alive(pid)
+
+    # Now the edge service itself is killed and restarted, still without a cloud: it adopts, not duplicates.
+    edge = cluster.edges["edge-1"]
+    await edge.signal(signal.SIGKILL)
+    await edge.kill()
+    assert alive(pid)
+    await cluster.start_edge("edge-1")
+    await wait_log(cluster.edges["edge-1"], "adopted container")
+    assert alive(pid)
+    sleepers = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "3600"]]
+    assert [p.pid for p in sleepers] == [pid], "the restarted edge started a duplicate workload"
+    restarts_offline = offline_restart_count(cluster, "edge-1", flaky["metadata"]["name"])
+
+    # The cloud comes back on the same addresses: the node is Ready, and what happened offline arrives.
+    await cluster.start_cloud()
+    await wait_nodes(cluster, {"edge-1": "True"})
+    [steady] = await wait_pods(
+        cluster, "steady", lambda ps: len(ps) == 1 and running(ps[0]), "steady running"
+    )
+    assert pid_of(steady) == pid
+    await wait_pods(
+        cluster,
+        "flaky",
+        lambda ps: ps[0]["status"]["containerStatuses"][0]["restartCount"] >= restarts_offline,
+        "the offline restarts to reach the cloud",
+    )
+    async with asyncio.timeout(20):
+        while True:
+            with edge_cache(cluster, "edge-1") as db:
+                if db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0:
+                    break
+            await asyncio.sleep(0.1)
+
+
+async def test_blackholed_link_node_goes_not_ready_and_recovers(cluster: LocalCluster) -> None:
+    hub_port = int(cluster.hub.rsplit(":", 1)[1])
+    proxy = FaultProxy("127.0.0.1", hub_port)
+    await proxy.start()
+    real_hub = cluster.hub
+    try:
+        cluster.hub = f"ws://127.0.0.1:{proxy.port}"
+        await cluster.start_edge("edge-1")
+        cluster.hub = real_hub
+        await wait_nodes(cluster, {"edge-1": "True"})
+        await cluster.request("POST", DEPLOYMENTS, deployment("steady", ["sleep", "3600"]))
+        [pod] = await wait_pods(
+            cluster, "steady", lambda ps: len(ps) == 1 and running(ps[0]), "steady running"
+        )
+
+        proxy.blackhole()
+        # Past the grace period the cloud calls the node's state Unknown (kubectl shows NotReady) ...
+        await wait_nodes(cluster, {"edge-1": "Unknown"})
+        [pod] = await wait_pods(
+            cluster,
+            "steady",
+            lambda ps: any(
+                c["type"] == "Ready" and c["status"] == "False" for c in ps[0]["status"]["conditions"]
+            ),
+            "the pod marked not ready",
+        )
+        assert alive(pid_of(pod))  # ... and the workload, on the edge, does not care.
+
+        proxy.heal()
+        proxy.cut()
+        await wait_nodes(cluster, {"edge-1": "True"})
+        await wait_pods(
+            cluster, "steady", lambda ps: running(ps[0]) and _pod_ready(ps[0]), "the pod ready again"
+        )
+    finally:
+        await proxy.stop()
+
+
+def _pod_ready(pod: JSONObject) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+async def test_corrupt_edge_cache_is_rebuilt_from_the_cloud_without_restarting_workloads(
+    cluster: LocalCluster,
+) -> None:
+    await cluster.start_edge("edge-1")
+    await wait_nodes(cluster, {"edge-1": "True"})
+    await cluster.request("POST", DEPLOYMENTS, deployment("steady", ["sleep", "3600"]))
+    [pod] = await wait_pods(cluster, "steady", lambda ps: len(ps) == 1 and running(ps[0]), "steady running")
+    pid = pid_of(pod)
+    await cluster.edges["edge-1"].kill()
+    cache = cluster.root / "edge-1" / "edge.db"
+    cache.write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{cache}{suffix}").unlink(missing_ok=True)
+
+    edge = await cluster.start_edge("edge-1")
+    await wait_log(edge, "edge edge-1 connected", count=2)
+    log = tail(edge.log_path, 200)
+    assert "is unusable" in log and "rebuilding from the cloud" in log
+    await wait_log(edge, "adopted container", count=1)
+    [pod] = await wait_pods(cluster, "steady", lambda ps: len(ps) == 1 and running(ps[0]), "steady running")
+    assert pid_of(pod) == pid and alive(pid)
+    assert "started container" not in tail(edge.log_path, 200).split("is unusable")[1]
+    assert list((cluster.root / "edge-1").glob("edge.db.corrupt-*")), "the bad file is kept for a post-mortem"
+
+
+async def test_edge_with_a_wrong_token_is_refused_and_others_carry_on(cluster: LocalCluster) -> None:
+    await cluster.start_edge("edge-good")
+    good_token = cluster.join_token
+    cluster.join_token = "abcdef.0000000000000000"
+    try:
+        intruder = await cluster.start_edge("edge-bad")
+    finally:
+        cluster.join_token = good_token
+    await wait_log(intruder, "HTTP 401")
+    nodes = await wait_nodes(cluster, {"edge-good": "True"})
+    assert "edge-bad" not in {n["metadata"]["name"] for n in nodes}
