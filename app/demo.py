@@ -35,13 +35,6 @@ def _manifest() -> dict[str, Any]:
     return doc
 
 
-def _ready(node: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in node.get("status", {}).get("conditions", [])
-    )
-
-
 def _kubectl(kubeconfig: Path, *args: str) -> None:
     if shutil.which("kubectl") is None:
         return
@@ -71,12 +64,7 @@ async def run_demo(root: Path, *, check: bool) -> int:
         for name, labels in NODES.items():
             await cluster.start_edge(name, labels)
         _say(f"Starting {len(NODES)} edge nodes ...")
-        await cluster.wait_until(
-            "/api/v1/nodes",
-            lambda lst: sum(_ready(n) for n in lst.get("items", [])) == len(NODES),
-            timeout=60,
-            what="three Ready nodes",
-        )
+        await cluster.wait_ready_nodes(list(NODES))
         deploy = _manifest()
         name = deploy["metadata"]["name"]
         _say(f"Applying Deployment {name} (replicas {deploy['spec']['replicas']}, nodeSelector site=a) ...")

@@ -11,8 +11,9 @@ message carries ("" when none). ``sync`` marks a message the receiver must ackno
 whose ``parent_msg_id`` is the message's id) once it has made the effect durable. ``seq`` is our one
 addition: the edge's outbox sequence number, so the cloud can drop a redelivered status write.
 
-Parsing is strict: a frame that is not a JSON object of this shape raises :class:`ProtocolError` naming
-the field, and the caller rejects that one frame without tearing down anything else.
+Parsing is strict: an envelope that is not a JSON object of this shape raises :class:`ProtocolError`
+naming the field, and the caller rejects that one message without tearing down anything else. A frame
+may carry a JSON array of envelopes: the tunnel batches what is ready to go into one WebSocket message.
 """
 
 from __future__ import annotations
@@ -93,14 +94,36 @@ def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
-def decode(frame: str | bytes, *, max_size: int | None = None) -> Message:
-    """Parse one frame; raises ProtocolError for anything that is not a well-formed envelope."""
+def _parse(frame: str | bytes, max_size: int | None) -> Any:
     if max_size is not None and len(frame) > max_size:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds the limit of {max_size}")
     try:
-        raw = json.loads(frame)
+        return json.loads(frame)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"frame is not valid JSON: {exc}") from exc
+
+
+def decode(frame: str | bytes, *, max_size: int | None = None) -> Message:
+    """Parse a frame holding one envelope; raises ProtocolError for anything else."""
+    return from_dict(_parse(frame, max_size))
+
+
+def decode_batch(frame: str | bytes, *, max_size: int | None = None) -> list[Any]:
+    """Parse a frame holding one envelope or a JSON array of them (see ``encode_batch``).
+
+    Returns the raw items; each is checked with :func:`from_dict`, so that one bad envelope in a batch
+    is rejected alone."""
+    raw = _parse(frame, max_size)
+    return raw if isinstance(raw, list) else [raw]
+
+
+def encode_batch(encoded: list[str]) -> str:
+    """Several encoded envelopes in one frame: one WebSocket message, one compression flush, one syscall."""
+    return encoded[0] if len(encoded) == 1 else "[" + ",".join(encoded) + "]"
+
+
+def from_dict(raw: Any) -> Message:
+    """Validate one decoded envelope."""
     if not isinstance(raw, dict):
         raise ProtocolError("frame is not a JSON object")
     header = _field(raw, "header", dict, "message")

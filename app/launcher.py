@@ -217,6 +217,20 @@ class LocalCluster:
                 raise LaunchError(f"timed out waiting for {what or path}; last: {json.dumps(last)[:2000]}")
             await asyncio.sleep(0.1)
 
+    async def wait_ready_nodes(self, names: list[str], timeout: float = 60.0) -> None:
+        """Wait until every named node reports Ready=True."""
+
+        def ready(lst: Any) -> bool:
+            up = {
+                n["metadata"]["name"]
+                for n in lst.get("items", [])
+                for c in n.get("status", {}).get("conditions", [])
+                if c.get("type") == "Ready" and c.get("status") == "True"
+            }
+            return set(names) <= up
+
+        await self.wait_until("/api/v1/nodes", ready, timeout=timeout, what=f"nodes {names} Ready")
+
     async def stop(self) -> None:
         for proc in self.edges.values():
             await proc.stop()

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
-from app.envelope import GROUP_HUB, Message, decode
+from app.envelope import GROUP_HUB, Message, decode_batch, encode_batch, from_dict
 from app.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class Channel:
         self._queue: OrderedDict[object, tuple[str | None, Message]] = OrderedDict()
         self._unkeyed = 0
         self._inflight: dict[str, _InFlight] = {}
+        self._unstamped: list[_InFlight] = []
+        self._next_due: float | None = None
         self._inflight_keys: set[str] = set()
         self._out: list[str] = []
         self._events: list[Event] = []
@@ -150,31 +152,50 @@ class Channel:
         self.stats["sent"] += 1
 
     def _pump(self) -> None:
+        """Move queued messages into flight, oldest first, skipping keys that already have one in flight.
+        Stops at the first free window slot exhausted, so the cost is proportional to what is sent plus
+        the blocked keys at the head of the queue, never to the queue's length."""
         if not self._queue or len(self._inflight) >= self.window:
             return
-        for qkey in list(self._queue):
+        taken: list[object] = []
+        for qkey, (key, message) in self._queue.items():
             if len(self._inflight) >= self.window:
                 break
-            key, message = self._queue[qkey]
             if key is not None and key in self._inflight_keys:
                 continue
-            del self._queue[qkey]
-            self._inflight[message.msg_id] = _InFlight(key, message, None, self.resend_after)
+            taken.append(qkey)
+            flight = _InFlight(key, message, None, self.resend_after)
+            self._inflight[message.msg_id] = flight
+            self._unstamped.append(flight)
             if key is not None:
                 self._inflight_keys.add(key)
             self._emit(message)
+        for qkey in taken:
+            del self._queue[qkey]
 
     # -- receiving -------------------------------------------------------------------------------
 
     def receive_data(self, frame: str | bytes) -> None:
         try:
-            message = decode(frame, max_size=self.max_frame)
+            items = decode_batch(frame, max_size=self.max_frame)
         except ProtocolError as exc:
-            self.stats["rejected"] += 1
-            excerpt = frame[:120] if isinstance(frame, str) else frame[:120].decode("utf-8", "replace")
-            self._events.append(FrameRejected(str(exc), excerpt))
-            self._emit(Message("error", "", {"reason": str(exc)}, source=self.local, group=GROUP_HUB))
+            self._reject_frame(str(exc), frame)
             return
+        for item in items:
+            try:
+                message = from_dict(item)
+            except ProtocolError as exc:
+                self._reject_frame(str(exc), frame)
+                continue
+            self._receive(message)
+
+    def _reject_frame(self, reason: str, frame: str | bytes) -> None:
+        self.stats["rejected"] += 1
+        excerpt = frame[:120] if isinstance(frame, str) else frame[:120].decode("utf-8", "replace")
+        self._events.append(FrameRejected(reason, excerpt))
+        self._emit(Message("error", "", {"reason": reason}, source=self.local, group=GROUP_HUB))
+
+    def _receive(self, message: Message) -> None:
         self.stats["received"] += 1
         if message.operation in ("response", "error") and message.parent_msg_id:
             flight = self._inflight.pop(message.parent_msg_id, None)
@@ -200,13 +221,44 @@ class Channel:
         return events
 
     def data_to_send(self) -> list[str]:
+        """Frames to write, in order. What is ready is batched into as few frames as fit half the frame
+        limit (the peer's limit is the same as ours), so a burst costs one WebSocket message, not one per
+        envelope; a single envelope goes out as a plain object."""
         out, self._out = self._out, []
-        return out
+        if len(out) <= 1:
+            return out
+        frames: list[str] = []
+        chunk: list[str] = []
+        size = 0
+        budget = self.max_frame // 2
+        for encoded in out:
+            if chunk and size + len(encoded) + 1 > budget:
+                frames.append(encode_batch(chunk))
+                chunk, size = [], 0
+            chunk.append(encoded)
+            size += len(encoded) + 1
+        frames.append(encode_batch(chunk))
+        return frames
 
     # -- time ------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> float | None:
-        """Resend what is overdue; returns the next time tick should be called (None: nothing waits)."""
+        """Resend what is overdue; returns the next time tick should be called (None: nothing waits).
+
+        Cheap when nothing is due: messages sent since the last tick are stamped, and the in-flight set is
+        only scanned once the earliest deadline has passed (an ack may have made that deadline stale, which
+        costs one early scan, never a missed resend)."""
+        for flight in self._unstamped:
+            if flight.sent_at is None:
+                flight.sent_at = now
+                due = now + flight.interval
+                self._next_due = due if self._next_due is None else min(self._next_due, due)
+        self._unstamped.clear()
+        if not self._inflight:
+            self._next_due = None
+            return None
+        if self._next_due is not None and now < self._next_due:
+            return self._next_due
         next_due: float | None = None
         for flight in self._inflight.values():
             if flight.sent_at is None:
@@ -219,6 +271,7 @@ class Channel:
                 self._emit(flight.message)
                 due = now + flight.interval
             next_due = due if next_due is None else min(next_due, due)
+        self._next_due = next_due
         return next_due
 
     # -- introspection ---------------------------------------------------------------------------

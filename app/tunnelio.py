@@ -45,10 +45,8 @@ class ChannelRunner:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _reader(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             async for frame in self.ws:
-                self.channel.tick(loop.time())
                 self.channel.receive_data(frame)
                 # Drain whatever else has already arrived so one commit covers the whole batch.
                 events = self.channel.events_received()

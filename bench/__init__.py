@@ -1,1 +1,1 @@
-"""Benchmarks: each prints a table and a JSON line; `make bench` runs them all (`python -m bench NAME` one)."""
+"""Benchmarks. Each prints a table and a JSON line; `make bench` runs them all, `python -m bench NAME` one."""

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
 import ctypes
 import sys
+from collections.abc import AsyncIterator
 
 import psutil
 import pytest
@@ -29,7 +28,9 @@ async def _no_leaks() -> AsyncIterator[None]:
     tasks_before = set(asyncio.all_tasks())
     yield
     leaked = [
-        t for t in asyncio.all_tasks() if t not in tasks_before and t is not asyncio.current_task() and not t.done()
+        t
+        for t in asyncio.all_tasks()
+        if t not in tasks_before and t is not asyncio.current_task() and not t.done()
     ]
     for t in leaked:
         t.cancel()

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.envelope import Message, decode
+from app.envelope import Message, decode_batch, from_dict
 from app.resources import NODES, PODS, JSONObject
 from app.tunnel import hello
 from cloudservice.auth import TokenStore
@@ -63,10 +63,14 @@ class FakeEdge:
     def __init__(self, ws: ClientConnection, node: str) -> None:
         self.ws = ws
         self.node = node
+        self._pending: list[Message] = []
 
     async def recv(self, timeout: float = 5.0) -> Message:
-        async with asyncio.timeout(timeout):
-            return decode(await self.ws.recv())
+        """The next envelope, whether it came alone or in a batched frame."""
+        if not self._pending:
+            async with asyncio.timeout(timeout):
+                self._pending = [from_dict(item) for item in decode_batch(await self.ws.recv())]
+        return self._pending.pop(0)
 
     async def send(self, msg: Message) -> None:
         await self.ws.send(msg.encode())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.envelope import Message, decode
+from app.envelope import Message, decode, decode_batch
 from app.tunnel import Acked, Channel, Delivered, FrameRejected, Replied, hello, is_hello
 
 
@@ -15,11 +15,12 @@ def pod_update(name: str, rv: int) -> Message:
 
 
 def pipe(src: Channel, dst: Channel, *, drop: bool = False) -> int:
+    """Move every frame from src to dst; returns how many envelopes crossed."""
     frames = src.data_to_send()
     if not drop:
         for frame in frames:
             dst.receive_data(frame)
-    return len(frames)
+    return sum(len(decode_batch(f)) for f in frames)
 
 
 def delivered(ch: Channel) -> list[Message]:
@@ -146,7 +147,7 @@ def test_reply_to_a_plain_request_is_reported_as_replied() -> None:
     ("frame", "reason"),
     [
         ("{not json", "not valid JSON"),
-        ("[1, 2]", "not a JSON object"),
+        ("42", "not a JSON object"),
         ('{"header": {}, "route": {}}', "route.operation"),
         (
             json.dumps(
@@ -208,3 +209,25 @@ def test_envelope_round_trip_keeps_every_field() -> None:
         "sync",
         "seq",
     }
+
+
+def test_a_burst_travels_in_one_frame_within_the_size_budget() -> None:
+    cloud, edge = Channel("cloud", max_frame=4096), Channel("edge")
+    for i in range(40):
+        cloud.send_reliable(pod_update(f"p{i}", i + 1), key=f"p{i}")
+    frames = cloud.data_to_send()
+    assert 1 < len(frames) < 40 and all(len(f) <= 2048 for f in frames)
+    for f in frames:
+        edge.receive_data(f)
+    assert [m.resource for m in delivered(edge)] == [f"default/pod/p{i}" for i in range(40)]
+
+
+def test_one_bad_envelope_in_a_batch_is_rejected_alone() -> None:
+    good = pod_update("ok", 1)
+    good.sync = True
+    frame = "[" + good.encode() + ', {"header": {}}]'
+    cloud = Channel("cloud")
+    cloud.receive_data(frame)
+    events = cloud.events_received()
+    assert [type(e).__name__ for e in events] == ["Delivered", "FrameRejected"]
+    assert cloud.stats["rejected"] == 1
