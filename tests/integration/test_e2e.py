@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -328,3 +331,88 @@ async def test_edge_with_a_wrong_token_is_refused_and_others_carry_on(cluster: L
     await wait_log(intruder, "HTTP 401")
     nodes = await wait_nodes(cluster, {"edge-good": "True"})
     assert "edge-bad" not in {n["metadata"]["name"] for n in nodes}
+
+
+def kubectl(c: LocalCluster, *args: str, stdin: str | None = None) -> str:
+    if shutil.which("kubectl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl is required in CI but is not on PATH")
+        pytest.skip("kubectl is not on PATH")
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(c.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, f"kubectl {' '.join(args)} failed: {out.stderr}"
+    return out.stdout
+
+
+MANIFEST = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sensor
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: sensor}
+  strategy:
+    rollingUpdate: {maxSurge: 0, maxUnavailable: 1}
+  template:
+    metadata:
+      labels: {app: sensor}
+    spec:
+      nodeSelector: {site: a}
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: main
+        image: example/sensor:IMAGE
+        command: ["sleep", "SECONDS"]
+"""
+
+
+@pytest.mark.kubectl
+async def test_kubectl_drives_real_edges(cluster: LocalCluster) -> None:
+    await cluster.start_edge("edge-a1", {"site": "a"})
+    await cluster.start_edge("edge-b1", {"site": "b"})
+    await wait_nodes(cluster, {"edge-a1": "True", "edge-b1": "True"})
+    nodes = await asyncio.to_thread(kubectl, cluster, "get", "nodes", "--show-labels")
+    assert "edge-a1   Ready" in nodes and "site=a" in nodes and "edge-b1   Ready" in nodes
+
+    manifest = MANIFEST.replace("IMAGE", "1").replace("SECONDS", "3600")
+    out = await asyncio.to_thread(kubectl, cluster, "apply", "-f", "-", stdin=manifest)
+    assert "deployment.apps/sensor created" in out
+    await wait_pods(
+        cluster, "sensor", lambda ps: len(ps) == 2 and all(running(p) for p in ps), "sensor running"
+    )
+    wide = await asyncio.to_thread(kubectl, cluster, "get", "pods", "-o", "wide")
+    rows = [line.split() for line in wide.splitlines()[1:]]
+    assert len(rows) == 2 and all(r[2] == "Running" and r[6] == "edge-a1" for r in rows), wide
+
+    # Re-applying a changed image and command rolls the pods, one at a time (maxUnavailable 1, no surge).
+    changed = MANIFEST.replace("IMAGE", "2").replace("SECONDS", "3602")
+    out = await asyncio.to_thread(kubectl, cluster, "apply", "-f", "-", stdin=changed)
+    assert "configured" in out
+    status = await asyncio.to_thread(
+        kubectl, cluster, "rollout", "status", "deployment/sensor", "--timeout=60s"
+    )
+    assert "successfully rolled out" in status
+    pods = await wait_pods(
+        cluster,
+        "sensor",
+        lambda ps: (
+            len(ps) == 2
+            and all(running(p) and p["spec"]["containers"][0]["image"].endswith(":2") for p in ps)
+        ),
+        "rolled pods",
+    )
+    assert all(psutil.Process(pid_of(p)).cmdline() == ["sleep", "3602"] for p in pods)
+
+    out = await asyncio.to_thread(kubectl, cluster, "delete", "-f", "-", stdin=changed)
+    assert 'deployment.apps "sensor" deleted' in out
+    await wait_pods(cluster, "sensor", lambda ps: ps == [], "the pods to be gone")
+    for p in pods:
+        await _wait_dead(pid_of(p))
