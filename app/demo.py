@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -81,6 +83,10 @@ async def run_demo(root: Path, *, check: bool) -> int:
         _say("FleetOps demo is running.")
         _say(f"  kubeconfig:  {cluster.kubeconfig}")
         _say(f"  try:         kubectl --kubeconfig {cluster.kubeconfig} get nodes,pods -o wide")
+        for name in NODES:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                url = json.loads((root / name / "endpoints.json").read_text())["localApi"]
+                _say(f"  {name} local API (works offline): {url}/api/v1/pods")
         _say(f"  logs:        {root / 'logs'}  (pod output under {root}/edge-*/pods/)")
         _say("  stop:        Ctrl-C (stops the edges, their pods and the cloud)")
         if not check:

@@ -31,6 +31,8 @@ OPERATIONS: Final = frozenset({"insert", "update", "patch", "delete", "query", "
 # Route groups: "resource" carries Kubernetes objects; "hub" carries the tunnel's own control messages.
 GROUP_RESOURCE: Final = "resource"
 GROUP_HUB: Final = "hub"
+# "stream" carries byte streams that the cloud opens on an edge (pod logs, exec): see app.streams.
+GROUP_STREAM: Final = "stream"
 
 
 def new_msg_id() -> str:

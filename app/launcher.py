@@ -169,6 +169,8 @@ class LocalCluster:
                 str(self.restart_backoff),
                 "--address",
                 "127.0.0.1",
+                "--local-api-addr",
+                "127.0.0.1:0",
                 *(["--stop-pods-on-exit"] if self.stop_pods_on_exit else []),
                 *extra,
             ],

@@ -61,7 +61,7 @@ class CloudCore:
         self.controllers = ControllerManager(self.store, node_grace_period=config.node_grace_period)
         self.pki = ensure_pki(config.data_dir / "pki", config.api_host)
         self.api = ApiServer(
-            build_app(self.store, authenticate=self._authenticate),
+            build_app(self.store, authenticate=self._authenticate, streams=self.hub),
             config.api_host,
             config.api_port,
             ssl_context=self.pki.server_context(),

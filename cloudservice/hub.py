@@ -37,13 +37,15 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from app.envelope import GROUP_HUB, GROUP_RESOURCE, Message
+from app.envelope import GROUP_HUB, GROUP_RESOURCE, GROUP_STREAM, Message
 from app.resources import NODES, PODS, JSONObject, now_rfc3339, parse_tunnel_resource, tunnel_resource
-from app.tunnel import DEFAULT_MAX_FRAME, Channel, Delivered, Event, FrameRejected, is_hello
+from app.streams import stream_id
+from app.tunnel import DEFAULT_MAX_FRAME, Channel, Delivered, Event, FrameRejected, Replied, is_hello
 from app.tunnelio import ChannelRunner
 from cloudservice.auth import AuthError, Identity, TokenStore, bearer
 from cloudservice.errors import NotFound, StoreError
 from cloudservice.store.base import Cursor, Store, WatchEvent
+from cloudservice.streams import CloudStream, NodeOffline
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class NodeSession:
     # Watch events that arrive while the resync list is read; replayed after it, newer ones only.
     backlog: list[WatchEvent] | None = None
     runner: ChannelRunner | None = None
+    streams: dict[str, CloudStream] = field(default_factory=dict)
 
     def kick(self) -> None:
         if self.runner is not None:
@@ -127,6 +130,7 @@ class CloudHub:
             "resends": 0,
             "rejected_frames": 0,
             "duplicates_skipped": 0,
+            "streams_opened": 0,
         }
 
     @property
@@ -223,6 +227,8 @@ class CloudHub:
             log.exception("node %s: store write failed; closing so the edge redelivers in order", node)
             await ws.close(1011, "store unavailable")
         finally:
+            for stream in list(session.streams.values()):
+                stream.lost(f"node {node} disconnected")
             if self.sessions.get(node) is session:
                 del self.sessions[node]
             self.stats["messages_in"] += channel.stats["received"]
@@ -357,9 +363,36 @@ class CloudHub:
 
     # -- edge -> cloud ----------------------------------------------------------------------------
 
+    # -- streams (pod logs, exec) -----------------------------------------------------------------
+
+    def open_stream(self, node: str, resource: str, params: JSONObject) -> CloudStream:
+        """Ask a connected node to start streaming ``resource`` (``ns/podlog/name``...); NodeOffline when
+        the node has no connection. The caller awaits ``wait_accepted()`` and must ``aclose()`` it."""
+        s = self.sessions.get(node)
+        if s is None or s.backlog is not None:
+            raise NodeOffline(node)
+        request = Message("query", resource, params, source="cloudhub", group=GROUP_STREAM)
+
+        def send(msg: Message) -> None:
+            s.channel.send(msg)
+            s.kick()
+
+        def forget(sid: str) -> None:
+            s.streams.pop(sid, None)
+
+        stream = CloudStream(request.msg_id, send, on_close=forget)
+        s.streams[request.msg_id] = stream
+        send(request)
+        self.stats["streams_opened"] += 1
+        return stream
+
     async def _on_events(self, s: NodeSession, events: list[Event]) -> None:
         for ev in events:
-            if isinstance(ev, FrameRejected):
+            if isinstance(ev, (Delivered, Replied)) and ev.message.group == GROUP_STREAM:
+                stream = s.streams.get(stream_id(ev.message))
+                if stream is not None:
+                    stream.on_message(ev.message)
+            elif isinstance(ev, FrameRejected):
                 self.stats["rejected_frames"] += 1
                 log.warning("node %s sent a bad frame: %s (%r)", s.node, ev.reason, ev.excerpt)
             elif isinstance(ev, Delivered):

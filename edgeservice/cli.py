@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.cli import labels, run_until_signalled
+from app.cli import host_port, labels, run_until_signalled
 from edgeservice.core import EdgeConfig, EdgeCore
 
 
@@ -31,6 +31,13 @@ class EdgeCommand:
             action="store_true",
             help="stop every pod when the service stops (default: leave them running, as a kubelet does)",
         )
+        parser.add_argument(
+            "--local-api-addr",
+            type=host_port,
+            default=("127.0.0.1", 10550),
+            metavar="HOST:PORT",
+            help="the node's local API (default 127.0.0.1:10550; port 0 picks one)",
+        )
         parser.add_argument("--address", default="", help="node IP to report (default: the default route's)")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -52,6 +59,7 @@ class EdgeCommand:
             restart_backoff=args.restart_backoff,
             address=args.address,
             stop_pods_on_exit=args.stop_pods_on_exit,
+            local_api=args.local_api_addr,
         )
         return run_until_signalled(EdgeCore(config).run)
 

@@ -19,6 +19,7 @@ sends a hello with its inventory and outbox epoch, and resumes from the cloud's 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -28,13 +29,16 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
-from app.envelope import GROUP_HUB, GROUP_RESOURCE, Message
+from app.envelope import GROUP_HUB, GROUP_RESOURCE, GROUP_STREAM, Message
 from app.resources import PODS, JSONObject, tunnel_resource
 from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, FrameRejected, Replied, hello
 from app.tunnelio import ChannelRunner
 from edgeservice.edged import Edged
+from edgeservice.localapi import LocalApi, LocalApiError
 from edgeservice.metamanager import Change, MetaManager
 from edgeservice.nodeinfo import default_labels, host_ip, node_status
+from edgeservice.podlogs import PodLogProducer
+from edgeservice.streams import EdgeStreams
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ class EdgeConfig:
     restart_backoff: float = 10.0
     address: str = ""
     stop_pods_on_exit: bool = False
+    # The node's local API (read paths + offline operations). Port 0 picks a free one; None disables it.
+    local_api: tuple[str, int] | None = ("127.0.0.1", 10550)
 
 
 class EdgeCore:
@@ -77,7 +83,20 @@ class EdgeCore:
             host_ip=self.address,
             backoff_base=config.restart_backoff,
         )
+        self.streams = EdgeStreams(self.node, {"podlog": PodLogProducer(self.meta, self.edged, self.node)})
         self.connected = asyncio.Event()
+        self.local_api: LocalApi | None = None
+        if config.local_api is not None:
+            self.local_api = LocalApi(
+                self.meta,
+                self.edged,
+                self.node,
+                node_status=lambda: node_status(config.data_dir, self.address),
+                cloud_connected=self.connected.is_set,
+                restart_pod=self._restart_pod,
+                host=config.local_api[0],
+                port=config.local_api[1],
+            )
         self._channel: Channel | None = None
         self._runner: ChannelRunner | None = None
         self._hello_id = ""
@@ -96,6 +115,17 @@ class EdgeCore:
             len(self.meta.inventory()),
         )
         await self.edged.start()
+        if self.local_api is not None:
+            try:
+                await self.local_api.start()
+            except LocalApiError as exc:
+                # The workloads matter more than the field engineer's window onto them: run without it.
+                log.error("edge %s: local API not started: %s", self.node, exc)
+                self.local_api = None
+        if self.local_api is not None:
+            endpoints = {"localApi": f"http://{self.local_api.host}:{self.local_api.port}"}
+            (self.config.data_dir / "endpoints.json").write_text(json.dumps(endpoints) + "\n")
+            log.info("edge %s local API on %s", self.node, endpoints["localApi"])
         if self.meta.rebuilt:
             self._full_sync_pending = True
         else:
@@ -109,6 +139,8 @@ class EdgeCore:
         except* _Stop:
             pass
         finally:
+            if self.local_api is not None:
+                await self.local_api.stop()
             if self.config.stop_pods_on_exit:
                 await self.edged.stop_all_pods()
             await self.edged.stop()
@@ -118,6 +150,10 @@ class EdgeCore:
                 self.node,
                 "" if self.config.stop_pods_on_exit else "; workloads keep running",
             )
+
+    def _restart_pod(self, uid: str) -> None:
+        if self.edged.restart_pod(uid):
+            log.info("edge %s: pod %s restarted on request of the local API", self.node, uid)
 
     # -- Edged's sink -----------------------------------------------------------------------------
 
@@ -201,11 +237,14 @@ class EdgeCore:
             self._channel = None
             self._runner = None
             self.connected.clear()
+            await self.streams.close_all()
 
     async def _on_events(self, channel: Channel, events: list[Event]) -> None:
         batch: list[Message] = []
         for ev in events:
-            if isinstance(ev, Delivered):
+            if isinstance(ev, Delivered) and ev.message.group == GROUP_STREAM:
+                self.streams.on_message(ev.message, lambda m: self._send_now(channel, m))
+            elif isinstance(ev, Delivered):
                 if ev.message.group == GROUP_RESOURCE and ev.message.operation in (
                     "insert",
                     "update",
@@ -259,6 +298,11 @@ class EdgeCore:
             len(pending),
         )
         self.connected.set()
+
+    def _send_now(self, channel: Channel, msg: Message) -> None:
+        channel.send(msg)
+        if self._runner is not None:
+            self._runner.kick()
 
     def _maybe_full_sync(self) -> None:
         if self._awaiting is not None and not self._awaiting:

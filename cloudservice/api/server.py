@@ -49,6 +49,7 @@ from aiohttp import web
 from app.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from app.resources import ALL, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
 from cloudservice.api import discovery, openapi, strategy, tables
+from cloudservice.api.podlogs import StreamOpener, pod_log
 from cloudservice.api.selectors import (
     Selection,
     SelectorError,
@@ -938,6 +939,7 @@ def build_app(
     authenticate: Callable[[str], str | None] | None = None,
     bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
     max_body_bytes: int = MAX_BODY_BYTES,
+    streams: StreamOpener | None = None,
 ) -> web.Application:
     """The API as an aiohttp application. The caller starts and closes ``store``; the app creates the
     system namespaces on startup.
@@ -1012,6 +1014,11 @@ def build_app(
     app.router.add_get("/openapi/v3", openapi_root)
     app.router.add_get("/openapi/v3/api/{version}", openapi_core)
     app.router.add_get("/openapi/v3/apis/{group}/{version}", openapi_group)
+
+    async def log_handler(request: web.Request) -> web.StreamResponse:
+        return await pod_log(request, store, streams)
+
+    app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/log", log_handler)
     app.router.add_route("*", "/api/v1/{path:.+}", api.core)
     app.router.add_route("*", "/apis/{group}/{version}/{path:.+}", api.grouped)
     app.on_startup.append(api.on_startup)

@@ -416,3 +416,63 @@ async def test_kubectl_drives_real_edges(cluster: LocalCluster) -> None:
     await wait_pods(cluster, "sensor", lambda ps: ps == [], "the pods to be gone")
     for p in pods:
         await _wait_dead(pid_of(p))
+
+
+@pytest.mark.kubectl
+async def test_kubectl_logs_through_the_tunnel(cluster: LocalCluster) -> None:
+    await cluster.start_edge("edge-1")
+    await wait_nodes(cluster, {"edge-1": "True"})
+    script = (
+        'for i in 1 2 3 4 5; do echo "line $i"; done; echo "oops" >&2; '
+        "while true; do sleep 0.2; echo tick; done"
+    )
+    await cluster.request("POST", DEPLOYMENTS, deployment("talker", ["sh", "-c", script]))
+    [pod] = await wait_pods(cluster, "talker", lambda ps: len(ps) == 1 and running(ps[0]), "talker running")
+    name = pod["metadata"]["name"]
+
+    async with asyncio.timeout(20):  # until the loop has ticked twice, so the tail below is all ticks
+        while (out := await asyncio.to_thread(kubectl, cluster, "logs", name)).count("tick") < 2:
+            await asyncio.sleep(0.2)
+    lines = out.splitlines()
+    assert lines[:6] == ["line 1", "line 2", "line 3", "line 4", "line 5", "oops"], out
+
+    tail = await asyncio.to_thread(kubectl, cluster, "logs", name, "--tail", "2", "--timestamps")
+    stamped = [line.split(" ", 1) for line in tail.splitlines()]
+    assert [text for _, text in stamped] == ["tick", "tick"], tail
+    assert all(ts.endswith("Z") and ts[4] == "-" and "T" in ts for ts, _ in stamped), tail
+
+    # -f follows: a line written after kubectl started reaches it through the tunnel.
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "logs",
+        "-f",
+        "--tail",
+        "0",
+        name,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(15):
+            assert (await proc.stdout.readline()).decode().strip() == "tick"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+    # A node without a tunnel answers at once (a hang would end in kubectl's own timeout), and says why.
+    await cluster.edges["edge-1"].kill()
+    await wait_nodes(cluster, {"edge-1": "Unknown"})
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--request-timeout=5s", "logs", name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0 and "edge-1 is offline" in result.stderr, result.stderr
+    # Bring the edge back so that it adopts the workload it left behind, and stops it at teardown.
+    await wait_log(await cluster.start_edge("edge-1"), "adopted container")
