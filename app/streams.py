@@ -7,9 +7,9 @@ stream is a conversation inside the tunnel, named by the id of the message that 
 cloud -> edge  query    <ns>/<what>/<name>  {params}          opens stream S (S = this message's msg_id)
 edge  -> cloud response stream/S            {}                accepted: the cloud answers its HTTP client 200
 edge  -> cloud error    stream/S            {code, reason, message}   refused (404 no such container...)
-either way     update   stream/S            {"data": text}    a chunk
+either way     update   stream/S            {"data": text}    a chunk (exec: {"ch": n, "b64": bytes})
 cloud -> edge  patch    stream/S            {"credit": n}     the cloud consumed n chunks: send n more
-either way     delete   stream/S            {"error": ...}    the end (client gone, process exited...)
+either way     delete   stream/S            {"error": ...}    the end (client gone; exec adds exitCode)
 ```
 
 Flow control is credit-based: the edge may have at most ``WINDOW`` chunks of at most ``CHUNK`` characters
@@ -48,15 +48,23 @@ def stream_id(message: Message) -> str:
 
 
 def data(sid: str, text: str, source: str = "") -> Message:
-    return Message("update", stream_resource(sid), {"data": text}, source=source, group=GROUP_STREAM)
+    return item(sid, {"data": text}, source)
+
+
+def item(sid: str, content: dict[str, object], source: str = "") -> Message:
+    """A chunk of any shape: exec sends ``{"ch": n, "b64": ...}`` (binary, per Kubernetes channel)."""
+    return Message("update", stream_resource(sid), content, source=source, group=GROUP_STREAM)
 
 
 def credit(sid: str, n: int, source: str = "") -> Message:
     return Message("patch", stream_resource(sid), {"credit": n}, source=source, group=GROUP_STREAM)
 
 
-def close(sid: str, error: str = "", source: str = "") -> Message:
-    return Message("delete", stream_resource(sid), {"error": error}, source=source, group=GROUP_STREAM)
+def close(sid: str, error: str = "", source: str = "", **result: object) -> Message:
+    """The end of a stream; ``result`` carries what the far end needs to know (exec: ``exitCode``)."""
+    return Message(
+        "delete", stream_resource(sid), {"error": error, **result}, source=source, group=GROUP_STREAM
+    )
 
 
 def accepted(open_msg: Message, source: str = "") -> Message:

@@ -365,6 +365,11 @@ class CloudHub:
 
     # -- streams (pod logs, exec) -----------------------------------------------------------------
 
+    def connected(self, node: str) -> bool:
+        """Whether the node has a live, resynced tunnel connection."""
+        s = self.sessions.get(node)
+        return s is not None and s.backlog is None
+
     def open_stream(self, node: str, resource: str, params: JSONObject) -> CloudStream:
         """Ask a connected node to start streaming ``resource`` (``ns/podlog/name``...); NodeOffline when
         the node has no connection. The caller awaits ``wait_accepted()`` and must ``aclose()`` it."""

@@ -51,6 +51,7 @@ class CloudStream:
         self._chunks: asyncio.Queue[Any] = asyncio.Queue()
         self._consumed = 0
         self.closed = False
+        self.result: dict[str, Any] = {}
 
     # -- fed by the hub's reader ----------------------------------------------------------------
 
@@ -68,8 +69,9 @@ class CloudStream:
                 self._accepted.set_exception(exc)
             self._finish(StreamClosed(exc.message))
         elif msg.operation == "update":
-            self._chunks.put_nowait(str(content.get("data", "")))
+            self._chunks.put_nowait(content)
         elif msg.operation == "delete":
+            self.result = content
             error = str(content.get("error") or "")
             self._finish(StreamClosed(error) if error else None)
 
@@ -96,18 +98,28 @@ class CloudStream:
             raise StreamClosed(f"the node did not answer within {timeout:.0f}s") from None
 
     async def chunks(self) -> AsyncIterator[str]:
-        """The stream's text, chunk by chunk; granting the edge more credit as each is taken."""
+        """The stream's text, chunk by chunk (log streams)."""
+        async for item in self.items():
+            yield str(item.get("data", ""))
+
+    async def items(self) -> AsyncIterator[dict[str, Any]]:
+        """The stream's chunks as sent; granting the edge more credit as each is taken."""
         while True:
             item = await self._chunks.get()
             if item is _END:
                 return
             if isinstance(item, Exception):
                 raise item
-            yield str(item)
+            yield item
             self._consumed += 1
             if self._consumed >= streams.WINDOW // 2 and not self.closed:
                 self._send(streams.credit(self.sid, self._consumed))
                 self._consumed = 0
+
+    def send_input(self, content: dict[str, Any]) -> None:
+        """Client -> edge (exec stdin, resize). Not credit-paced: a person types slower than any link."""
+        if not self.closed:
+            self._send(streams.item(self.sid, content))
 
     async def aclose(self) -> None:
         """The client went away (or the handler is done): tell the edge to stop producing."""

@@ -37,6 +37,7 @@ from edgeservice.edged import Edged
 from edgeservice.localapi import LocalApi, LocalApiError
 from edgeservice.metamanager import Change, MetaManager
 from edgeservice.nodeinfo import default_labels, host_ip, node_status
+from edgeservice.podexec import PodExecProducer
 from edgeservice.podlogs import PodLogProducer
 from edgeservice.streams import EdgeStreams
 
@@ -83,7 +84,13 @@ class EdgeCore:
             host_ip=self.address,
             backoff_base=config.restart_backoff,
         )
-        self.streams = EdgeStreams(self.node, {"podlog": PodLogProducer(self.meta, self.edged, self.node)})
+        self.streams = EdgeStreams(
+            self.node,
+            {
+                "podlog": PodLogProducer(self.meta, self.edged, self.node),
+                "podexec": PodExecProducer(self.meta, self.edged, self.node),
+            },
+        )
         self.connected = asyncio.Event()
         self.local_api: LocalApi | None = None
         if config.local_api is not None:

@@ -38,6 +38,8 @@ class StreamSink:
         self._credit = streams.WINDOW
         self._wake = asyncio.Event()
         self.accepted = False
+        # What the cloud sends into the stream (exec's stdin and resizes), in order.
+        self.inbox: asyncio.Queue[JSONObject] = asyncio.Queue()
 
     def accept(self, open_msg: Message) -> None:
         """Tell the cloud the stream is open (its HTTP client gets its 200 now)."""
@@ -53,6 +55,14 @@ class StreamSink:
             self._credit -= 1
             self.emit(streams.data(self.sid, text[start : start + streams.CHUNK], self._source))
 
+    async def send_item(self, content: JSONObject) -> None:
+        """One chunk of any shape (exec's channel data), paced by credit like ``send``."""
+        while self._credit <= 0:
+            self._wake.clear()
+            await self._wake.wait()
+        self._credit -= 1
+        self.emit(streams.item(self.sid, content, self._source))
+
     def grant(self, n: int) -> None:
         self._credit += n
         self._wake.set()
@@ -60,7 +70,7 @@ class StreamSink:
 
 # A producer: (namespace, name, params, sink, open message) -> runs until done; raises StreamRejected
 # before accepting to refuse the stream.
-Producer = Callable[[str, str, JSONObject, StreamSink, Message], Awaitable[None]]
+Producer = Callable[[str, str, JSONObject, StreamSink, Message], Awaitable[JSONObject | None]]
 
 
 class EdgeStreams:
@@ -78,6 +88,10 @@ class EdgeStreams:
             n = msg.content.get("credit", 0) if isinstance(msg.content, dict) else 0
             if entry is not None and isinstance(n, int) and n > 0:
                 entry[1].grant(n)
+        elif msg.operation == "update":
+            entry = self._tasks.get(sid)
+            if entry is not None and isinstance(msg.content, dict):
+                entry[1].inbox.put_nowait(msg.content)
         elif msg.operation == "delete":
             entry = self._tasks.pop(sid, None)
             if entry is not None:
@@ -98,8 +112,9 @@ class EdgeStreams:
         namespace, _, name = msg.resource.split("/")
         params = msg.content if isinstance(msg.content, dict) else {}
         error = ""
+        result: JSONObject = {}
         try:
-            await producer(namespace, name, params, sink, msg)
+            result = await producer(namespace, name, params, sink, msg) or {}
         except StreamRejected as exc:
             sink.emit(streams.refused(msg, exc.code, exc.reason, exc.message, self.node))
             sink.accepted = True  # answered: no close message follows a refusal
@@ -115,7 +130,7 @@ class EdgeStreams:
                 error = ""
         finally:
             if self._tasks.pop(msg.msg_id, None) is not None and sink.accepted:
-                sink.emit(streams.close(msg.msg_id, error, self.node))
+                sink.emit(streams.close(msg.msg_id, error, self.node, **result))
 
     async def close_all(self) -> None:
         """The connection is gone: every stream on it ends."""

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 class StreamOpener(Protocol):
     def open_stream(self, node: str, resource: str, params: JSONObject) -> CloudStream: ...
 
+    def connected(self, node: str) -> bool: ...
+
 
 def _int_param(request: web.Request, name: str, minimum: int) -> int | None:
     raw = request.query.get(name)
@@ -43,7 +45,7 @@ def _bool_param(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true", "yes")
 
 
-def _pick_container(pod: JSONObject, wanted: str) -> str:
+def pick_container(pod: JSONObject, wanted: str) -> str:
     name = str(pod["metadata"]["name"])
     containers = [c.get("name", "") for c in pod.get("spec", {}).get("containers", [])]
     inits = [c.get("name", "") for c in pod.get("spec", {}).get("initContainers", [])]
@@ -76,7 +78,7 @@ async def pod_log(request: web.Request, store: Store, opener: StreamOpener | Non
         "previous": _bool_param(request, "previous"),
     }
     pod = await store.get(PODS, ns, name)
-    params["container"] = _pick_container(pod, request.query.get("container", ""))
+    params["container"] = pick_container(pod, request.query.get("container", ""))
     params["uid"] = pod["metadata"].get("uid", "")
     node = pod.get("spec", {}).get("nodeName", "")
     if not node:

@@ -49,6 +49,7 @@ from aiohttp import web
 from app.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from app.resources import ALL, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
 from cloudservice.api import discovery, openapi, strategy, tables
+from cloudservice.api.podexec import pod_exec
 from cloudservice.api.podlogs import StreamOpener, pod_log
 from cloudservice.api.selectors import (
     Selection,
@@ -1018,7 +1019,11 @@ def build_app(
     async def log_handler(request: web.Request) -> web.StreamResponse:
         return await pod_log(request, store, streams)
 
+    async def exec_handler(request: web.Request) -> web.StreamResponse:
+        return await pod_exec(request, store, streams)
+
     app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/log", log_handler)
+    app.router.add_route("*", "/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_handler)
     app.router.add_route("*", "/api/v1/{path:.+}", api.core)
     app.router.add_route("*", "/apis/{group}/{version}/{path:.+}", api.grouped)
     app.on_startup.append(api.on_startup)

@@ -476,3 +476,69 @@ async def test_kubectl_logs_through_the_tunnel(cluster: LocalCluster) -> None:
     assert result.returncode != 0 and "edge-1 is offline" in result.stderr, result.stderr
     # Bring the edge back so that it adopts the workload it left behind, and stops it at teardown.
     await wait_log(await cluster.start_edge("edge-1"), "adopted container")
+
+
+@pytest.mark.kubectl
+async def test_kubectl_exec_through_the_tunnel(cluster: LocalCluster) -> None:
+    await cluster.start_edge("edge-1")
+    await wait_nodes(cluster, {"edge-1": "True"})
+    spec = deployment("shell", ["sleep", "3600"])
+    spec["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "GREETING", "value": "hello from the edge"}
+    ]
+    await cluster.request("POST", DEPLOYMENTS, spec)
+    [pod] = await wait_pods(cluster, "shell", lambda ps: len(ps) == 1 and running(ps[0]), "shell running")
+    name = pod["metadata"]["name"]
+    base = ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--request-timeout=20s", "exec"]
+
+    # The command sees the container's environment; stdout, stderr and the exit code come back.
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [*base, name, "--", "sh", "-c", 'echo "$GREETING"; echo problem >&2; exit 3'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.stdout == "hello from the edge\n" and run.stderr.startswith("problem\n"), run
+    assert run.returncode == 3
+
+    # stdin is relayed, and closing it ends the command.
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [*base, "-i", name, "--", "tr", "a-z", "A-Z"],
+        input="shout\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (run.returncode, run.stdout) == (0, "SHOUT\n"), run
+
+    # An interactive shell on a pseudo-terminal, driven the way a person would.
+    proc = await asyncio.create_subprocess_exec(
+        "script",
+        "-qec",
+        " ".join([*base, "-it", name, "--", "sh"]),
+        "/dev/null",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"echo tty:$(tty | cut -c1-8)\nexit 7\n")
+    await proc.stdin.drain()
+    async with asyncio.timeout(30):
+        out = await proc.stdout.read()
+        code = await proc.wait()
+    assert b"tty:/dev/pts" in out, out
+    assert code == 7
+
+    # A node without a tunnel: kubectl exec fails at once, saying so.
+    await cluster.edges["edge-1"].kill()
+    await wait_nodes(cluster, {"edge-1": "Unknown"})
+    run = await asyncio.to_thread(
+        subprocess.run, [*base, name, "--", "true"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode != 0 and "edge-1 is offline" in run.stderr, run.stderr
+    await wait_log(await cluster.start_edge("edge-1"), "adopted container")
