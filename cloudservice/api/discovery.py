@@ -25,6 +25,9 @@ _SUBRESOURCES: dict[str, list[tuple[str, str, str, str, tuple[str, ...]]]] = {
     "Pod": [
         ("status", "Pod", "", "", ("get", "patch", "update")),
         ("binding", "Binding", "", "", ("create",)),
+        ("eviction", "Eviction", "policy", "v1", ("create",)),
+        ("log", "Pod", "", "", ("get",)),
+        ("exec", "PodExecOptions", "", "", ("create", "get")),
     ],
     "Deployment": [
         ("status", "Deployment", "", "", ("get", "patch", "update")),

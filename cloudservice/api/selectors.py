@@ -218,7 +218,19 @@ _COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "Pod": ("spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"),
     "Node": ("spec.unschedulable",),
-    "Event": ("involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "reason", "type"),
+    "Event": (
+        "involvedObject.kind",
+        "involvedObject.name",
+        "involvedObject.namespace",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ),
 }
 
 

@@ -136,7 +136,7 @@ class Target:
 
 _SUBRESOURCES: dict[str, frozenset[str]] = {
     "Node": frozenset({"status"}),
-    "Pod": frozenset({"status", "binding"}),
+    "Pod": frozenset({"status", "binding", "eviction"}),
     "Deployment": frozenset({"status", "scale"}),
     "ReplicaSet": frozenset({"status", "scale"}),
 }
@@ -388,6 +388,8 @@ class _Api:
             handler = {"GET": self.get, "PUT": self.update, "PATCH": self.patch}.get(method)
         elif t.sub == "binding":
             handler = {"POST": self.bind}.get(method)
+        elif t.sub == "eviction":
+            handler = {"POST": self.evict}.get(method)
         if handler is None:
             raise ApiError(
                 405,
@@ -585,6 +587,22 @@ class _Api:
             return new
 
         return fn
+
+    async def evict(self, request: web.Request, t: Target) -> web.StreamResponse:
+        """POST pods/{name}/eviction (policy/v1 Eviction): what ``kubectl drain`` calls. There are no
+        PodDisruptionBudgets here, so an eviction is a graceful delete with the Eviction's options."""
+        body = await self.read_body(request)
+        if not isinstance(body, dict) or body.get("kind", "Eviction") != "Eviction":
+            raise bad_request("the body must be a policy/v1 Eviction")
+        options = body.get("deleteOptions") or {}
+        if not isinstance(options, dict):
+            raise bad_request("deleteOptions must be an object")
+        grace = options.get("gracePeriodSeconds")
+        if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int)):
+            raise bad_request("deleteOptions.gracePeriodSeconds must be an integer")
+        opts = DeleteOptions(max(grace, 0) if grace is not None else None, "", "", "", False)
+        await self.delete_one(PODS, t.ns, t.name, opts)
+        return json_response(_success(t.name, "pods", 201), 201)
 
     async def bind(self, request: web.Request, t: Target) -> web.StreamResponse:
         """POST pods/{name}/binding: what a scheduler calls to set spec.nodeName once."""

@@ -83,6 +83,9 @@ def default_pull_policy(image: str) -> str:
     return "IfNotPresent"
 
 
+_PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}
+
+
 def default_pod_spec(spec: JSONObject) -> None:
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", 30)
@@ -101,6 +104,20 @@ def default_pod_spec(spec: JSONObject) -> None:
             for p in c.get("ports") or []:
                 if isinstance(p, dict):
                     p.setdefault("protocol", "TCP")
+            for probe_key in ("livenessProbe", "readinessProbe", "startupProbe"):
+                probe = c.get(probe_key)
+                if isinstance(probe, dict):
+                    # The apiserver's defaults, so `kubectl describe` shows what the edge will do.
+                    for field, value in _PROBE_DEFAULTS.items():
+                        probe.setdefault(field, value)
+                    http = probe.get("httpGet")
+                    if isinstance(http, dict):
+                        http.setdefault("path", "/")
+                        http.setdefault("scheme", "HTTP")
+            for env in c.get("env") or []:
+                ref = env.get("valueFrom", {}).get("fieldRef") if isinstance(env, dict) else None
+                if isinstance(ref, dict):
+                    ref.setdefault("apiVersion", "v1")
 
 
 def _default_workload(obj: JSONObject, *, deployment: bool) -> None:
@@ -126,7 +143,24 @@ def _default_workload(obj: JSONObject, *, deployment: bool) -> None:
         template.setdefault("metadata", {})
 
 
+def drop_nulls(value: Any) -> Any:
+    """Remove null-valued keys at every depth, in place: the apiserver decodes into typed structs, so a
+    ``null`` field (``creationTimestamp: null`` in what kubectl sends back on ``rollout undo``) is the
+    same as an absent one, and must compare equal to it afterwards."""
+    if isinstance(value, dict):
+        for key in [k for k, v in value.items() if v is None]:
+            del value[key]
+        for v in value.values():
+            drop_nulls(v)
+    elif isinstance(value, list):
+        for v in value:
+            drop_nulls(v)
+    return value
+
+
 def apply_defaults(rt: ResourceType, obj: JSONObject) -> None:
+    drop_nulls(obj.get("metadata"))
+    drop_nulls(obj.get("spec"))
     if rt is PODS and isinstance(obj.get("spec"), dict):
         default_pod_spec(obj["spec"])
     elif rt is DEPLOYMENTS:

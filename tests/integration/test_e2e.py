@@ -411,6 +411,22 @@ async def test_kubectl_drives_real_edges(cluster: LocalCluster) -> None:
     )
     assert all(psutil.Process(pid_of(p)).cmdline() == ["sleep", "3602"] for p in pods)
 
+    # Undo goes back to the first ReplicaSet (reused, not recreated) under a new revision.
+    await asyncio.to_thread(kubectl, cluster, "rollout", "undo", "deployment/sensor")
+    await asyncio.to_thread(kubectl, cluster, "rollout", "status", "deployment/sensor", "--timeout=60s")
+    rs = (await cluster.request("GET", "/apis/apps/v1/namespaces/default/replicasets"))["items"]
+    assert len(rs) == 2, [r["metadata"]["name"] for r in rs]
+    history = await asyncio.to_thread(kubectl, cluster, "rollout", "history", "deployment/sensor")
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["2", "3"], history
+
+    # Drain evicts the node's pods (they wait, unschedulable, for a matching node); uncordon brings them back.
+    drained = await asyncio.to_thread(kubectl, cluster, "drain", "edge-a1", "--timeout=60s")
+    assert "node/edge-a1 drained" in drained
+    pending = await wait_pods(cluster, "sensor", lambda ps: len(ps) == 2, "replacement pods")
+    assert all(not p["spec"].get("nodeName") for p in pending)
+    await asyncio.to_thread(kubectl, cluster, "uncordon", "edge-a1")
+    pods = await wait_pods(cluster, "sensor", lambda ps: len(ps) == 2 and all(running(p) for p in ps), "back")
+
     out = await asyncio.to_thread(kubectl, cluster, "delete", "-f", "-", stdin=changed)
     assert 'deployment.apps "sensor" deleted' in out
     await wait_pods(cluster, "sensor", lambda ps: ps == [], "the pods to be gone")
