@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-ALL = ["tunnel", "footprint", "pod_startup"]
+ALL = ["tunnel", "footprint", "pod_startup", "list_pods", "watch_latency", "log_follow"]
 
 
 def main() -> int:

@@ -38,11 +38,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from app.envelope import GROUP_HUB, GROUP_RESOURCE, GROUP_STREAM, Message
-from app.resources import NODES, PODS, JSONObject, now_rfc3339, parse_tunnel_resource, tunnel_resource
+from app.resources import (
+    NODES,
+    PODS,
+    JSONObject,
+    ResourceType,
+    by_kind,
+    now_rfc3339,
+    parse_tunnel_resource,
+    tunnel_resource,
+)
 from app.streams import stream_id
 from app.tunnel import DEFAULT_MAX_FRAME, Channel, Delivered, Event, FrameRejected, Replied, is_hello
 from app.tunnelio import ChannelRunner
 from cloudservice.auth import AuthError, Identity, TokenStore, bearer
+from cloudservice.controllers import record_event
 from cloudservice.errors import NotFound, StoreError
 from cloudservice.store.base import Cursor, Store, WatchEvent
 from cloudservice.streams import CloudStream, NodeOffline
@@ -60,12 +70,48 @@ def pod_key(pod: JSONObject) -> str:
     return tunnel_resource(PODS, str(m.get("namespace", "")), str(m.get("name", "")))
 
 
-def spec_hash(pod: JSONObject) -> str:
-    """What the edge cares about in a pod: metadata (less its version) and spec. A status-only change,
-    most often the edge's own report coming back through the watch, hashes the same and is not sent."""
-    meta = {k: v for k, v in pod.get("metadata", {}).items() if k not in ("resourceVersion", "managedFields")}
-    blob = json.dumps([meta, pod.get("spec")], sort_keys=True, separators=(",", ":"))
+def spec_hash(obj: JSONObject) -> str:
+    """What the edge cares about in an object: all of it but its version and its status. A status-only
+    change, most often the edge's own report coming back through the watch, hashes the same and is not
+    sent."""
+    meta = {k: v for k, v in obj.get("metadata", {}).items() if k not in ("resourceVersion", "managedFields")}
+    rest = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    blob = json.dumps([meta, rest], sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+CONFIG_KINDS = ("ConfigMap", "Secret")
+
+
+def config_key(rt: ResourceType, obj: JSONObject) -> str:
+    m = obj.get("metadata", {})
+    return tunnel_resource(rt, str(m.get("namespace", "")), str(m.get("name", "")))
+
+
+def config_refs(pod: JSONObject) -> set[str]:
+    """The tunnel keys of the ConfigMaps and Secrets a pod's spec uses (env, envFrom, volumes)."""
+    ns = str(pod.get("metadata", {}).get("namespace", ""))
+    spec = pod.get("spec", {})
+    refs: set[str] = set()
+
+    def add(kind: str, name: Any) -> None:
+        if isinstance(name, str) and name:
+            refs.add(f"{ns}/{kind}/{name}")
+
+    for c in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        for env in c.get("env", []) or []:
+            source = env.get("valueFrom", {}) if isinstance(env, dict) else {}
+            add("configmap", (source.get("configMapKeyRef") or {}).get("name"))
+            add("secret", (source.get("secretKeyRef") or {}).get("name"))
+        for env_from in c.get("envFrom", []) or []:
+            if isinstance(env_from, dict):
+                add("configmap", (env_from.get("configMapRef") or {}).get("name"))
+                add("secret", (env_from.get("secretRef") or {}).get("name"))
+    for volume in spec.get("volumes", []) or []:
+        if isinstance(volume, dict):
+            add("configmap", (volume.get("configMap") or {}).get("name"))
+            add("secret", (volume.get("secret") or {}).get("secretName"))
+    return refs
 
 
 def outbox_cursor(node: str, epoch: str) -> str:
@@ -89,6 +135,11 @@ class NodeSession:
     backlog: list[WatchEvent] | None = None
     runner: ChannelRunner | None = None
     streams: dict[str, CloudStream] = field(default_factory=dict)
+    # pod key -> the ConfigMap/Secret keys its spec references
+    refs: dict[str, set[str]] = field(default_factory=dict)
+
+    def wanted_config(self) -> set[str]:
+        return set().union(*self.refs.values()) if self.refs else set()
 
     def kick(self) -> None:
         if self.runner is not None:
@@ -119,6 +170,10 @@ class CloudHub:
         self.ping_timeout = ping_timeout
         self.resend_after = resend_after
         self.sessions: dict[str, NodeSession] = {}
+        # Every ConfigMap and Secret by tunnel key, from the same watch as the pods: nodes get the ones
+        # their pods reference.
+        self._config: dict[str, JSONObject] = {}
+        self._config_revision = 0
         self._accepted: dict[int, tuple[Identity, str]] = {}
         self._server: Server | None = None
         self._controller: asyncio.Task[None] | None = None
@@ -251,18 +306,25 @@ class CloudHub:
         await self._register_node(s.node, status, {str(k): str(v) for k, v in labels.items()})
         applied = await self.store.read_cursor(outbox_cursor(s.node, epoch))
         pods, revision = await self.store.list(PODS)
-        mine = [p for p in pods if p.get("spec", {}).get("nodeName") == s.node]
         s.synced_revision = revision
-        objects = {pod_key(p): int(p["metadata"]["resourceVersion"]) for p in mine}
+        desired: dict[str, JSONObject] = {}
+        for pod in pods:
+            if pod.get("spec", {}).get("nodeName") == s.node:
+                key = pod_key(pod)
+                desired[key] = pod
+                s.refs[key] = config_refs(pod)
+        for ref in s.wanted_config():
+            if ref in self._config:
+                desired[ref] = self._config[ref]
+        objects = {key: int(obj["metadata"]["resourceVersion"]) for key, obj in desired.items()}
         s.channel.send(hello.reply(content={"applied_seq": applied, "objects": objects}, source="cloudhub"))
         stale = 0
-        for pod in mine:
-            key = pod_key(pod)
-            s.sent[key] = spec_hash(pod)
+        for key, obj in desired.items():
+            s.sent[key] = spec_hash(obj)
             held = inventory.get(key)
             if not isinstance(held, int) or held < objects[key]:
                 stale += 1
-                self._send_pod(s, pod)
+                self._send(s, key, obj)
         backlog, s.backlog = s.backlog or [], None
         for ev in backlog:
             self._route(ev)
@@ -282,17 +344,28 @@ class CloudHub:
             "node-role.kubernetes.io/edge": "",
             "node-role.kubernetes.io/agent": "",
         }
+        was_ready: list[bool] = []
         try:
 
             def merge(obj: JSONObject) -> JSONObject:
+                was_ready[:] = [is_ready(obj.get("status"))]
                 meta = obj.setdefault("metadata", {})
                 meta["labels"] = {**base_labels, **meta.get("labels", {}), **labels}
                 obj["status"] = stamp_heartbeat(status, obj.get("status"))
                 return obj
 
-            await self.store.guaranteed_update(NODES, "", node, merge)
+            stored = await self.store.guaranteed_update(NODES, "", node, merge)
+            if stored is not None and was_ready == [False]:
+                await record_event(
+                    self.store,
+                    stored,
+                    "Normal",
+                    "NodeReady",
+                    f"Node {node} is back online",
+                    component="cloudhub",
+                )
         except NotFound:
-            await self.store.create(
+            created = await self.store.create(
                 NODES,
                 {
                     "apiVersion": "v1",
@@ -302,32 +375,62 @@ class CloudHub:
                     "status": stamped,
                 },
             )
+            await record_event(
+                self.store,
+                created,
+                "Normal",
+                "RegisteredNode",
+                f"Node {node} joined the cloud",
+                component="cloudhub",
+            )
 
     # -- cloud -> edge ----------------------------------------------------------------------------
 
-    def _send_pod(self, s: NodeSession, pod: JSONObject) -> None:
-        key = pod_key(pod)
-        rv = str(pod["metadata"]["resourceVersion"])
-        s.channel.send_reliable(Message("update", key, pod, resourceversion=rv), key)
+    def _send(self, s: NodeSession, key: str, obj: JSONObject) -> None:
+        rv = str(obj["metadata"]["resourceVersion"])
+        s.channel.send_reliable(Message("update", key, obj, resourceversion=rv), key)
+
+    def _send_delete(self, s: NodeSession, key: str, obj: JSONObject, revision: int) -> None:
+        s.sent.pop(key, None)
+        uid = obj.get("metadata", {}).get("uid")
+        s.channel.send_reliable(Message("delete", key, {"uid": uid}, resourceversion=str(revision)), key)
 
     async def _edge_controller(self) -> None:
-        """Forward every change of a pod bound to a connected node to that node."""
-        resync = False
+        """Forward to each connected node every change of its pods and of the ConfigMaps and Secrets they
+        reference (and nothing else: a node sees no other node's pods and no unreferenced secret)."""
+        resync = True
         while True:
-            watch = self.store.watch(PODS)  # subscribed from here on: nothing after this line is missed
+            watch = self.store.watch(None)  # subscribed from here on: nothing after this line is missed
             try:
                 if resync:
+                    await self._load_config()
                     for s in list(self.sessions.values()):
                         await self._resync_live(s)
+                    resync = False
                 async for ev in watch:
-                    self._route(ev)
+                    if ev.resource is PODS or ev.resource.kind in CONFIG_KINDS:
+                        self._route(ev)
             except StoreError as exc:
                 log.warning("edge controller watch ended (%s); resyncing connected nodes", exc)
                 resync = True
             finally:
                 await watch.aclose()
 
+    async def _load_config(self) -> None:
+        self._config.clear()
+        for kind in CONFIG_KINDS:
+            rt = by_kind("v1", kind)
+            if rt is None:
+                continue
+            items, revision = await self.store.list(rt)
+            self._config_revision = max(self._config_revision, revision)
+            for obj in items:
+                self._config[config_key(rt, obj)] = obj
+
     def _route(self, ev: WatchEvent) -> None:
+        if ev.resource.kind in CONFIG_KINDS:
+            self._route_config(ev)
+            return
         pod = ev.object
         node = pod.get("spec", {}).get("nodeName")
         s = self.sessions.get(node) if isinstance(node, str) else None
@@ -339,26 +442,62 @@ class CloudHub:
         if ev.revision <= s.synced_revision:
             return
         key = pod_key(pod)
+        before = s.wanted_config()
         if ev.type == "DELETED":
-            s.sent.pop(key, None)
-            uid = pod.get("metadata", {}).get("uid")
-            msg = Message("delete", key, {"uid": uid}, resourceversion=str(ev.revision))
-            s.channel.send_reliable(msg, key)
+            s.refs.pop(key, None)
+            self._send_delete(s, key, pod, ev.revision)
         else:
+            s.refs[key] = config_refs(pod)
             h = spec_hash(pod)
-            if s.sent.get(key) == h:
-                return
-            s.sent[key] = h
-            self._send_pod(s, pod)
+            if s.sent.get(key) != h:
+                s.sent[key] = h
+                self._send(s, key, pod)
+        after = s.wanted_config()
+        for ref in after - before:
+            if ref in self._config and ref not in s.sent:
+                s.sent[ref] = spec_hash(self._config[ref])
+                self._send(s, ref, self._config[ref])
+        for ref in before - after:
+            if ref in s.sent and ref in self._config:
+                self._send_delete(s, ref, self._config[ref], ev.revision)
         s.kick()
+
+    def _route_config(self, ev: WatchEvent) -> None:
+        if ev.revision <= self._config_revision:
+            return
+        key = config_key(ev.resource, ev.object)
+        if ev.type == "DELETED":
+            self._config.pop(key, None)
+        else:
+            self._config[key] = ev.object
+        for s in self.sessions.values():
+            if s.backlog is not None:
+                s.backlog.append(ev)
+                continue
+            if ev.revision <= s.synced_revision or key not in s.wanted_config():
+                continue
+            if ev.type == "DELETED":
+                self._send_delete(s, key, ev.object, ev.revision)
+            elif s.sent.get(key) != spec_hash(ev.object):
+                s.sent[key] = spec_hash(ev.object)
+                self._send(s, key, ev.object)
+            s.kick()
 
     async def _resync_live(self, s: NodeSession) -> None:
         pods, revision = await self.store.list(PODS)
         s.synced_revision = max(s.synced_revision, revision)
         for pod in pods:
-            if pod.get("spec", {}).get("nodeName") == s.node and s.sent.get(pod_key(pod)) != spec_hash(pod):
-                s.sent[pod_key(pod)] = spec_hash(pod)
-                self._send_pod(s, pod)
+            if pod.get("spec", {}).get("nodeName") == s.node:
+                key = pod_key(pod)
+                s.refs[key] = config_refs(pod)
+                if s.sent.get(key) != spec_hash(pod):
+                    s.sent[key] = spec_hash(pod)
+                    self._send(s, key, pod)
+        for ref in s.wanted_config():
+            obj = self._config.get(ref)
+            if obj is not None and s.sent.get(ref) != spec_hash(obj):
+                s.sent[ref] = spec_hash(obj)
+                self._send(s, ref, obj)
         s.kick()
 
     # -- edge -> cloud ----------------------------------------------------------------------------
@@ -475,6 +614,13 @@ class CloudHub:
                 await self.store.delete(PODS, namespace, name, resource_version=str(meta["resourceVersion"]))
                 return
         log.warning("could not finish deleting pod %s/%s after retries", namespace, name)
+
+
+def is_ready(status: Any) -> bool:
+    conditions = status.get("conditions", []) if isinstance(status, dict) else []
+    return any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    )
 
 
 def stamp_heartbeat(status: JSONObject, previous: Any) -> JSONObject:

@@ -287,6 +287,12 @@ async def test_blackholed_link_node_goes_not_ready_and_recovers(cluster: LocalCl
         await wait_pods(
             cluster, "steady", lambda ps: running(ps[0]) and _pod_ready(ps[0]), "the pod ready again"
         )
+        # Both transitions are on record as Events, for `kubectl describe node` and `get events`.
+        await cluster.wait_until(
+            "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dedge-1",
+            lambda lst: {"NodeNotReady", "NodeReady"} <= {e["reason"] for e in lst["items"]},
+            what="NodeNotReady and NodeReady events",
+        )
     finally:
         await proxy.stop()
 
