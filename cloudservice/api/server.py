@@ -880,7 +880,10 @@ class _Api:
                     break
                 last_rev = item.revision
                 out = _filter(item, sel, known, replaying=item.revision <= replay_until)
-                if out is not None:
+                if out is not None and not table and out == item.type and item.raw:
+                    # The stored JSON goes out as it is: no decode, no encode, per watcher.
+                    await resp.write(b'{"type":"%s","object":%s}\n' % (out.encode(), item.raw.encode()))
+                elif out is not None:
                     await send(out, item.object)
         except ConnectionResetError:
             logger.debug("watch client of %s went away", t.rt.plural)

@@ -16,6 +16,7 @@ Semantics follow etcd as the Kubernetes API server uses it:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -25,12 +26,39 @@ from app.resources import JSONObject, ResourceType
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 
-@dataclass(frozen=True, slots=True)
 class WatchEvent:
-    type: EventType
-    resource: ResourceType
-    object: JSONObject
-    revision: int
+    """One change. ``object`` is the caller's own copy, decoded from ``raw`` (the stored JSON text) the
+    first time it is read: a watcher that only relays the event (the API's plain watch) never pays for
+    decoding it, which is what keeps fan-out to many watchers cheap."""
+
+    __slots__ = ("_object", "raw", "resource", "revision", "type")
+
+    def __init__(
+        self,
+        type: EventType,  # Kubernetes' field name
+        resource: ResourceType,
+        object: JSONObject | None = None,  # Kubernetes' field name
+        revision: int = 0,
+        *,
+        raw: str = "",
+    ) -> None:
+        if object is None and not raw:
+            raise ValueError("a WatchEvent needs an object or its raw JSON")
+        self.type = type
+        self.resource = resource
+        self._object = object
+        self.revision = revision
+        self.raw = raw
+
+    @property
+    def object(self) -> JSONObject:
+        if self._object is None:
+            decoded: JSONObject = json.loads(self.raw)
+            self._object = decoded
+        return self._object
+
+    def __repr__(self) -> str:
+        return f"WatchEvent({self.type} {self.resource.plural} rev={self.revision})"
 
 
 @dataclass(frozen=True, slots=True)

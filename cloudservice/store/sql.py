@@ -259,9 +259,7 @@ class _LogEvent:
     data: str
 
     def decode(self) -> WatchEvent:
-        return WatchEvent(
-            type=self.type, resource=self.rt, object=json.loads(self.data), revision=self.revision
-        )
+        return WatchEvent(self.type, self.rt, revision=self.revision, raw=self.data)
 
 
 class _Subscriber:
