@@ -20,6 +20,7 @@ from cloudservice.api import ApiServer, build_app
 from cloudservice.auth import AuthError, TokenStore
 from cloudservice.controllers import ControllerManager
 from cloudservice.hub import CloudHub
+from cloudservice.metrics import install_metrics
 from cloudservice.pki import ensure_pki
 from cloudservice.store.sql import open_store
 
@@ -60,8 +61,10 @@ class CloudCore:
         )
         self.controllers = ControllerManager(self.store, node_grace_period=config.node_grace_period)
         self.pki = ensure_pki(config.data_dir / "pki", config.api_host)
+        app = build_app(self.store, authenticate=self._authenticate, streams=self.hub)
+        self.metrics = install_metrics(app, self.hub, self.store)
         self.api = ApiServer(
-            build_app(self.store, authenticate=self._authenticate, streams=self.hub),
+            app,
             config.api_host,
             config.api_port,
             ssl_context=self.pki.server_context(),

@@ -36,6 +36,7 @@ from app.tunnelio import ChannelRunner
 from edgeservice.edged import Edged
 from edgeservice.localapi import LocalApi, LocalApiError
 from edgeservice.metamanager import Change, MetaManager
+from edgeservice.metrics import EdgeMetrics
 from edgeservice.nodeinfo import default_labels, host_ip, node_status
 from edgeservice.podexec import PodExecProducer
 from edgeservice.podlogs import PodLogProducer
@@ -101,6 +102,7 @@ class EdgeCore:
                 node_status=lambda: node_status(config.data_dir, self.address),
                 cloud_connected=self.connected.is_set,
                 restart_pod=self._restart_pod,
+                metrics=EdgeMetrics(self).render,
                 host=config.local_api[0],
                 port=config.local_api[1],
             )

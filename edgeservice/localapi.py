@@ -222,6 +222,7 @@ class LocalApi:
         node_status: Callable[[], JSONObject] | None = None,
         cloud_connected: Callable[[], bool] | None = None,
         restart_pod: Callable[[str], None] | None = None,
+        metrics: Callable[[], tuple[str, bytes]] | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
     ) -> None:
@@ -233,6 +234,7 @@ class LocalApi:
         self._node_status = node_status or dict
         self._cloud_connected = cloud_connected or (lambda: False)
         self._restart_pod = restart_pod
+        self._metrics = metrics
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._stopping = False
@@ -454,6 +456,9 @@ class LocalApi:
                 return _Response(503, b"the edge cache is not open", "text/plain; charset=utf-8")
             case ["version"]:
                 return _json(self._version())
+            case ["metrics"] if self._metrics is not None:
+                content_type, body = self._metrics()
+                return _Response(200, body, content_type)
             case ["api"]:
                 return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
             case ["apis"]:

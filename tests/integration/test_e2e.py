@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 import pytest
 
@@ -564,3 +565,27 @@ async def test_kubectl_exec_through_the_tunnel(cluster: LocalCluster) -> None:
     )
     assert run.returncode != 0 and "edge-1 is offline" in run.stderr, run.stderr
     await wait_log(await cluster.start_edge("edge-1"), "adopted container")
+
+
+async def test_metrics_and_health_on_cloud_and_edge(cluster: LocalCluster) -> None:
+    edge = await cluster.start_edge("edge-1")
+    await wait_nodes(cluster, {"edge-1": "True"})
+    await cluster.request("POST", DEPLOYMENTS, deployment("steady", ["sleep", "3600"]))
+    await wait_pods(cluster, "steady", lambda ps: len(ps) == 1 and running(ps[0]), "steady running")
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for path in ("/healthz", "/readyz", "/livez"):
+            async with session.get(cluster.api + path, ssl=cluster._ssl or True) as resp:
+                assert (resp.status, await resp.text()) == (200, "ok")
+        async with session.get(cluster.api + "/metrics", ssl=cluster._ssl or True) as resp:
+            cloud = await resp.text()
+        local = json.loads((cluster.root / "edge-1" / "endpoints.json").read_text())["localApi"]
+        async with session.get(local + "/metrics") as resp:
+            edge_metrics = await resp.text()
+        async with session.get(local + "/readyz") as resp:
+            assert resp.status == 200
+    assert "fleetops_hub_connected_edges 1.0" in cloud
+    assert 'fleetops_pods{phase="Running"} 1.0' in cloud
+    assert "fleetops_edge_cloud_connected 1.0" in edge_metrics
+    assert 'fleetops_edge_pods{phase="Running"} 1.0' in edge_metrics
+    assert edge.running
