@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import sys
+import time
 from collections.abc import AsyncIterator
 
 import psutil
 import pytest
 
 _PR_SET_CHILD_SUBREAPER = 36
+# Seconds a test's leftover processes get to finish exiting before they count as leaked.
+_EXIT_GRACE = 5.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,15 +38,33 @@ async def _no_leaks() -> AsyncIterator[None]:
     ]
     for t in leaked:
         t.cancel()
-    children = [p for p in me.children(recursive=True) if p.pid not in children_before]
-    alive = []
-    for p in children:
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.NoSuchProcess:
-            continue
+    alive = await _surviving_children(me, children_before)
     for p in alive:
-        p.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
     assert not leaked, f"test left tasks running: {[t.get_name() for t in leaked]}"
-    assert not alive, f"test left processes running: {[(p.pid, p.cmdline()) for p in alive]}"
+    assert not alive, f"test left processes running: {[(p.pid, _cmdline(p)) for p in alive]}"
+
+
+async def _surviving_children(me: psutil.Process, before: set[int]) -> list[psutil.Process]:
+    """New descendants still alive, after giving exiting ones (a shim writing its exit file as its edge
+    stops) a moment to finish: a process that is on its way out is not a leak, one that stays is."""
+    deadline = time.monotonic() + _EXIT_GRACE
+    while True:
+        alive = []
+        for p in me.children(recursive=True):
+            if p.pid in before:
+                continue
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        await asyncio.sleep(0.05)
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
