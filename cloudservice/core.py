@@ -23,6 +23,7 @@ from cloudservice.hub import CloudHub
 from cloudservice.metrics import install_metrics
 from cloudservice.pki import ensure_pki
 from cloudservice.store.sql import open_store
+from cloudservice.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class CloudCore:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.tokens = TokenStore(config.data_dir / "tokens.json")
         self.store = open_store(config.store_url or str(config.data_dir / "cloud.db"))
+        self.usage = UsageStore()
         self.hub = CloudHub(
             self.store,
             self.tokens,
@@ -58,10 +60,11 @@ class CloudCore:
             port=config.hub_port,
             ping_interval=config.hub_ping_interval,
             ping_timeout=config.hub_ping_interval,
+            usage=self.usage,
         )
         self.controllers = ControllerManager(self.store, node_grace_period=config.node_grace_period)
         self.pki = ensure_pki(config.data_dir / "pki", config.api_host)
-        app = build_app(self.store, authenticate=self._authenticate, streams=self.hub)
+        app = build_app(self.store, authenticate=self._authenticate, streams=self.hub, usage=self.usage)
         self.metrics = install_metrics(app, self.hub, self.store)
         self.api = ApiServer(
             app,

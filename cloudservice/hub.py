@@ -56,6 +56,7 @@ from cloudservice.controllers import record_event
 from cloudservice.errors import NotFound, StoreError
 from cloudservice.store.base import Cursor, Store, WatchEvent
 from cloudservice.streams import CloudStream, NodeOffline
+from cloudservice.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,10 @@ class CloudHub:
         ping_interval: float = 10.0,
         ping_timeout: float = 10.0,
         resend_after: float = 5.0,
+        usage: UsageStore | None = None,
     ) -> None:
         self.store = store
+        self.usage = usage
         self.tokens = tokens
         self.host = host
         self.requested_port = port
@@ -544,6 +547,8 @@ class CloudHub:
 
     async def _on_message(self, s: NodeSession, msg: Message) -> None:
         if msg.group == GROUP_HUB and msg.operation == "update" and msg.resource == f"/node/{s.node}":
+            if self.usage is not None and isinstance(msg.content, dict) and "usage" in msg.content:
+                self.usage.update(s.node, msg.content["usage"])
             status = msg.content.get("status") if isinstance(msg.content, dict) else None
             if isinstance(status, dict):
                 await self.store.guaranteed_update(

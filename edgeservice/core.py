@@ -41,6 +41,7 @@ from edgeservice.nodeinfo import default_labels, host_ip, node_status
 from edgeservice.podexec import PodExecProducer
 from edgeservice.podlogs import PodLogProducer
 from edgeservice.streams import EdgeStreams
+from edgeservice.usage import UsageSampler
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class EdgeCore:
             },
         )
         self.connected = asyncio.Event()
+        self.usage = UsageSampler(self.edged, lambda: self.meta.objects("pod"))
         self.local_api: LocalApi | None = None
         if config.local_api is not None:
             self.local_api = LocalApi(
@@ -344,13 +346,15 @@ class EdgeCore:
                 self.edged.remove(str(change.previous.get("metadata", {}).get("uid", "")))
 
     async def _heartbeat_loop(self) -> None:
+        self.usage.sample()  # the baseline: the first heartbeat already carries rates
         while True:
             await asyncio.sleep(self.config.status_interval)
+            # Sampled on every beat, connected or not, so the rate window stays one interval long.
+            usage = await asyncio.to_thread(self.usage.measure, self.usage.collect())
             if self._channel is not None:
                 status = node_status(self.config.data_dir, self.address)
-                self._channel.send(
-                    Message("update", f"/node/{self.node}", {"status": status}, group=GROUP_HUB)
-                )
+                content = {"status": status, "usage": usage}
+                self._channel.send(Message("update", f"/node/{self.node}", content, group=GROUP_HUB))
                 if self._runner is not None:
                     self._runner.kick()
 

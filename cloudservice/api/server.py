@@ -48,7 +48,7 @@ from aiohttp import web
 
 from app.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from app.resources import ALL, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
-from cloudservice.api import discovery, openapi, strategy, tables
+from cloudservice.api import discovery, metricsapi, openapi, strategy, tables
 from cloudservice.api.podexec import pod_exec
 from cloudservice.api.podlogs import StreamOpener, pod_log
 from cloudservice.api.selectors import (
@@ -71,6 +71,7 @@ from cloudservice.api.status import (
 )
 from cloudservice.errors import AlreadyExists, Conflict, Gone, NotFound, StoreError
 from cloudservice.store.base import Store, WatchEvent
+from cloudservice.usage import UsageStore
 
 logger = logging.getLogger(__name__)
 
@@ -962,6 +963,7 @@ def build_app(
     bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
     max_body_bytes: int = MAX_BODY_BYTES,
     streams: StreamOpener | None = None,
+    usage: UsageStore | None = None,
 ) -> web.Application:
     """The API as an aiohttp application. The caller starts and closes ``store``; the app creates the
     system namespaces on startup.
@@ -991,7 +993,10 @@ def build_app(
         return json_response(discovery.api_versions(request.host))
 
     async def apis_root(_request: web.Request) -> web.StreamResponse:
-        return json_response(discovery.api_group_list())
+        body = discovery.api_group_list()
+        if usage is not None:
+            body["groups"].append(metricsapi.discovery_group())
+        return json_response(body)
 
     async def core_resources(_request: web.Request) -> web.StreamResponse:
         body = discovery.resource_list("", "v1")
@@ -1046,6 +1051,8 @@ def build_app(
     app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/log", log_handler)
     app.router.add_route("*", "/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_handler)
     app.router.add_route("*", "/api/v1/{path:.+}", api.core)
+    if usage is not None:  # before the catch-all below
+        metricsapi.add_metrics_api(app, usage, store=store)
     app.router.add_route("*", "/apis/{group}/{version}/{path:.+}", api.grouped)
     app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)

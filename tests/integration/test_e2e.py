@@ -589,3 +589,26 @@ async def test_metrics_and_health_on_cloud_and_edge(cluster: LocalCluster) -> No
     assert "fleetops_edge_cloud_connected 1.0" in edge_metrics
     assert 'fleetops_edge_pods{phase="Running"} 1.0' in edge_metrics
     assert edge.running
+
+
+@pytest.mark.kubectl
+async def test_kubectl_top_shows_usage_measured_on_the_edge(cluster: LocalCluster) -> None:
+    await cluster.start_edge("edge-1")
+    await wait_nodes(cluster, {"edge-1": "True"})
+    await cluster.request("POST", DEPLOYMENTS, deployment("busy", ["python3", "-c", "while True: pass"]))
+    [pod] = await wait_pods(cluster, "busy", lambda ps: len(ps) == 1 and running(ps[0]), "busy running")
+
+    def cpu_millicores() -> int:
+        out = kubectl(cluster, "top", "pod", pod["metadata"]["name"], "--no-headers")
+        return int(out.split()[1].removesuffix("m"))
+
+    async with asyncio.timeout(30):  # the first heartbeats after the pod started carry its rate
+        while True:
+            try:
+                if await asyncio.to_thread(cpu_millicores) > 300:
+                    break
+            except AssertionError:  # "metrics not available yet"
+                pass
+            await asyncio.sleep(0.5)
+    nodes = await asyncio.to_thread(kubectl, cluster, "top", "nodes", "--no-headers")
+    assert nodes.split()[0] == "edge-1" and nodes.split()[1].endswith("m"), nodes
