@@ -8,9 +8,8 @@ import shutil
 import socket
 from pathlib import Path
 
-import psutil
-
 from app.resources import JSONObject
+from edgeservice import procfs
 
 KUBELET_VERSION = "v1.32.0-fleetops"
 RUNTIME_VERSION = "process://fleetops-0.1.0"
@@ -46,7 +45,7 @@ def host_ip() -> str:
 
 def node_status(data_dir: Path, address: str) -> JSONObject:
     cpus = os.cpu_count() or 1
-    memory_ki = psutil.virtual_memory().total // 1024
+    memory_ki = procfs.memory_total() // 1024
     disk = shutil.disk_usage(data_dir)
     capacity = {
         "cpu": str(cpus),

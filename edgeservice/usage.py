@@ -50,9 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import psutil
-
 from app.resources import JSONObject, now_rfc3339
+from edgeservice import procfs
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +169,7 @@ class ProcHost:
         )
 
     def node(self) -> NodeStat:
-        t = psutil.cpu_times()
-        # Busy time as the kubelet counts it: idle, iowait and steal are not this node's work, and guest
-        # time is already inside user (and guest_nice inside nice) in /proc/stat.
-        busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-        vm = psutil.virtual_memory()
-        return NodeStat(cpu=busy, memory=int(vm.total - vm.available))
+        return NodeStat(cpu=procfs.cpu_busy_seconds(), memory=procfs.memory_in_use())
 
 
 # -- what the sampler is asked to measure ------------------------------------------------------------------
