@@ -81,7 +81,21 @@ REPLICASETS = ResourceType(
     singular="replicaset",
 )
 
-ALL: tuple[ResourceType, ...] = (NODES, PODS, NAMESPACES, EVENTS, DEPLOYMENTS, REPLICASETS)
+CONFIGMAPS = ResourceType(
+    "", "v1", "ConfigMap", "configmaps", namespaced=True, short_names=("cm",), singular="configmap"
+)
+SECRETS = ResourceType("", "v1", "Secret", "secrets", namespaced=True, singular="secret")
+
+ALL: tuple[ResourceType, ...] = (
+    NODES,
+    PODS,
+    NAMESPACES,
+    EVENTS,
+    DEPLOYMENTS,
+    REPLICASETS,
+    CONFIGMAPS,
+    SECRETS,
+)
 _BY_PLURAL: dict[tuple[str, str], ResourceType] = {(r.group, r.plural): r for r in ALL}
 _BY_KIND: dict[tuple[str, str], ResourceType] = {(r.api_version, r.kind): r for r in ALL}
 

@@ -14,21 +14,40 @@ Each write goes through three pure steps before the store sees it:
 * ``validate`` collects :class:`Cause` entries naming each bad field and raises one 422 ``Invalid``.
 
 Pod specs are validated by ``app.model.parse_pod_spec``, the same parser the edge runs, so a manifest the
-cloud accepts is one the edge can execute. Deliberately not done: admission plugins, quota, defaulting of
-fields the process runtime ignores (volumes, security contexts), and pod spec immutability beyond the
-rule the apiserver enforces most visibly (only images, activeDeadlineSeconds, tolerations and a first
-nodeName may change).
+cloud accepts is one the edge can execute.
+
+ConfigMaps and Secrets follow the apiserver: data keys must be config keys (``[-._a-zA-Z0-9]+``), a
+Secret's ``data`` holds base64 and its ``stringData`` is merged into ``data`` (base64-encoded, winning over
+``data``) and dropped on every write, ``type`` defaults to ``Opaque`` and may not change, well-known types
+need their keys (``kubernetes.io/tls`` needs ``tls.crt`` and ``tls.key``...), an object marked
+``immutable: true`` may change neither its data nor that flag, and the data of one object is at most 1 MiB.
+Secret values are never put in a message: a bad base64 value is reported by key only.
+
+Deliberately not done: admission plugins, quota, defaulting of fields the process runtime ignores
+(security contexts), and pod spec immutability beyond the rule the apiserver enforces most visibly (only
+images, activeDeadlineSeconds, tolerations and a first nodeName may change).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import re
 from typing import Any
 
 from app.errors import ValidationError
-from app.model import parse_pod_spec
-from app.resources import DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS, JSONObject, ResourceType
+from app.model import DEFAULT_VOLUME_MODE, config_key_problem, parse_pod_spec
+from app.resources import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    NAMESPACES,
+    PODS,
+    REPLICASETS,
+    SECRETS,
+    JSONObject,
+    ResourceType,
+)
 from cloudservice.api.selectors import selector_from_object
 from cloudservice.api.status import Cause, invalid
 
@@ -40,6 +59,17 @@ _LABEL_MAX = 63
 _LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _PERCENT_RE = re.compile(r"^[0-9]+%$")
+# The apiserver's limit on the data of one ConfigMap or Secret (MaxSecretSize / the ConfigMap check): 1 MiB.
+MAX_CONFIG_BYTES = 1024 * 1024
+SECRET_DEFAULT_TYPE = "Opaque"  # noqa: S105 - a Secret type name, not a password
+# Keys a Secret of a well-known type must hold (any one of them for basic-auth, all of them otherwise).
+_SECRET_TYPE_KEYS: dict[str, tuple[str, ...]] = {
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+}
+_REDACTED = '"<secret contents redacted>"'
 
 # Kinds whose status lives behind a /status subresource: the main resource's writes keep the old status.
 STATUS_SUBRESOURCE_KINDS = frozenset({"Pod", "Deployment", "ReplicaSet"})
@@ -92,6 +122,14 @@ def default_pod_spec(spec: JSONObject) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("securityContext", {})
+    for volume in spec.get("volumes") or []:
+        if not isinstance(volume, dict):
+            continue
+        for source in ("configMap", "secret"):
+            if isinstance(volume.get(source), dict):
+                volume[source].setdefault("defaultMode", DEFAULT_VOLUME_MODE)
+        if isinstance(volume.get("hostPath"), dict):
+            volume["hostPath"].setdefault("type", "")
     for key in ("initContainers", "containers"):
         for c in spec.get(key) or []:
             if not isinstance(c, dict):
@@ -158,9 +196,32 @@ def drop_nulls(value: Any) -> Any:
     return value
 
 
+def merge_string_data(secret: JSONObject) -> None:
+    """Fold a Secret's write-only ``stringData`` into ``data`` (base64), as the apiserver does on every
+    write. A malformed ``stringData`` (not a map of strings) is left in place for ``validate`` to name."""
+    string_data = secret.get("stringData")
+    if string_data is None:
+        secret.pop("stringData", None)
+        return
+    if not isinstance(string_data, dict) or not all(isinstance(v, str) for v in string_data.values()):
+        return
+    data = secret.get("data")
+    if data is None:
+        data = secret["data"] = {}
+    if not isinstance(data, dict):
+        return
+    for key, value in string_data.items():
+        data[key] = base64.b64encode(value.encode()).decode("ascii")
+    del secret["stringData"]
+
+
 def apply_defaults(rt: ResourceType, obj: JSONObject) -> None:
     drop_nulls(obj.get("metadata"))
     drop_nulls(obj.get("spec"))
+    if rt is SECRETS:
+        if obj.get("type") in (None, ""):
+            obj["type"] = SECRET_DEFAULT_TYPE
+        merge_string_data(obj)
     if rt is PODS and isinstance(obj.get("spec"), dict):
         default_pod_spec(obj["spec"])
     elif rt is DEPLOYMENTS:
@@ -478,10 +539,120 @@ def _pod_update_causes(new: JSONObject, old: JSONObject) -> list[Cause]:
     return []
 
 
+def _config_data_causes(
+    value: Any, field: str, *, base64_values: bool, secret: bool
+) -> tuple[list[Cause], int]:
+    """Causes for a ``data``/``binaryData``/``stringData`` map, and the size of its (decoded) values."""
+    if value is None:
+        return [], 0
+    if not isinstance(value, dict):
+        return [Cause(field, "Invalid value: must be a map of string keys to string values")], 0
+    causes: list[Cause] = []
+    size = 0
+    for key, v in value.items():
+        problem = config_key_problem(str(key))
+        if problem:
+            causes.append(Cause(f"{field}[{key}]", f'Invalid value: "{key}": {problem}'))
+        if not isinstance(v, str):
+            shown = _REDACTED if secret else _show(v)
+            causes.append(Cause(f"{field}[{key}]", f"Invalid value: {shown}: must be a string"))
+            continue
+        if base64_values:
+            try:
+                size += len(base64.b64decode(v, validate=True))
+            except (binascii.Error, ValueError):
+                shown = _REDACTED if secret else "<binary data>"
+                causes.append(Cause(f"{field}[{key}]", f"Invalid value: {shown}: illegal base64 data"))
+        else:
+            size += len(v.encode())
+    return causes, size
+
+
+def _immutable_causes(rt: ResourceType, obj: JSONObject, old: JSONObject | None) -> list[Cause]:
+    causes: list[Cause] = []
+    flag = obj.get("immutable")
+    if flag is not None and not isinstance(flag, bool):
+        causes.append(Cause("immutable", f"Invalid value: {_show(flag)}: must be a boolean"))
+    if old is None or old.get("immutable") is not True:
+        return causes
+    forbidden = "Forbidden: field is immutable when `immutable` is set"
+    if flag is not True:
+        causes.append(Cause("immutable", forbidden, "FieldValueForbidden"))
+    keys = ("data", "binaryData") if rt is CONFIGMAPS else ("data",)
+    causes.extend(
+        Cause(key, forbidden, "FieldValueForbidden")
+        for key in keys
+        if (obj.get(key) or {}) != (old.get(key) or {})
+    )
+    return causes
+
+
+def _configmap_causes(obj: JSONObject, old: JSONObject | None) -> list[Cause]:
+    causes, size = _config_data_causes(obj.get("data"), "data", base64_values=False, secret=False)
+    more, binary_size = _config_data_causes(
+        obj.get("binaryData"), "binaryData", base64_values=True, secret=False
+    )
+    causes += more
+    for key in set(_d(obj.get("data"))) & set(_d(obj.get("binaryData"))):
+        causes.append(
+            Cause(f"data[{key}]", f'Invalid value: "{key}": duplicate of key present in binaryData')
+        )
+    if size + binary_size > MAX_CONFIG_BYTES:
+        causes.append(Cause("", f"Too long: must have at most {MAX_CONFIG_BYTES} bytes", "FieldValueTooLong"))
+    return causes + _immutable_causes(CONFIGMAPS, obj, old)
+
+
+def _secret_causes(obj: JSONObject, old: JSONObject | None) -> list[Cause]:
+    causes, size = _config_data_causes(obj.get("data"), "data", base64_values=True, secret=True)
+    if "stringData" in obj:  # merge_string_data left it: it is malformed
+        more, _ = _config_data_causes(obj.get("stringData"), "stringData", base64_values=False, secret=True)
+        causes += more or [
+            Cause("stringData", "Invalid value: must be a map of string keys to string values")
+        ]
+    if size > MAX_CONFIG_BYTES:
+        causes.append(
+            Cause("data", f"Too long: must have at most {MAX_CONFIG_BYTES} bytes", "FieldValueTooLong")
+        )
+    typ = obj.get("type")
+    if not isinstance(typ, str):
+        causes.append(Cause("type", f"Invalid value: {_show(typ)}: must be a string"))
+    else:
+        data = _d(obj.get("data"))
+        required = _SECRET_TYPE_KEYS.get(typ, ())
+        for key in required:
+            if key not in data:
+                causes.append(Cause(f"data[{key}]", "Required value", "FieldValueRequired"))
+        if typ == "kubernetes.io/basic-auth" and "username" not in data and "password" not in data:
+            causes.append(
+                Cause(
+                    "data",
+                    "Required value: must have at least one of username or password",
+                    "FieldValueRequired",
+                )
+            )
+        if typ == "kubernetes.io/service-account-token" and not _d(
+            _d(obj.get("metadata")).get("annotations")
+        ).get("kubernetes.io/service-account.name"):
+            causes.append(
+                Cause(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "Required value",
+                    "FieldValueRequired",
+                )
+            )
+    if old is not None and old.get("type", SECRET_DEFAULT_TYPE) != typ:
+        causes.append(Cause("type", f"Invalid value: {_show(typ)}: field is immutable"))
+    return causes + _immutable_causes(SECRETS, obj, old)
+
+
 def validate(rt: ResourceType, obj: JSONObject, old: JSONObject | None = None) -> None:
     """Raise a 422 Invalid ApiError listing every bad field found; ``old`` is set on updates."""
     causes = _metadata_causes(rt, obj)
-    if rt is PODS:
+    if rt is CONFIGMAPS:
+        causes += _configmap_causes(obj, old)
+    elif rt is SECRETS:
+        causes += _secret_causes(obj, old)
+    elif rt is PODS:
         causes += _pod_spec_causes(obj.get("spec"), "spec")
         if old is not None and not causes:
             causes += _pod_update_causes(obj, old)

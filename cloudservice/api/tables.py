@@ -313,6 +313,23 @@ def _event_row(ev: JSONObject) -> Cells:
     ]
 
 
+def _data_count(obj: JSONObject) -> int:
+    return len(_dict(obj.get("data"))) + len(_dict(obj.get("binaryData")))
+
+
+def _configmap_row(cm: JSONObject) -> Cells:
+    return [_meta(cm).get("name", ""), _data_count(cm), age(_meta(cm).get("creationTimestamp"))]
+
+
+def _secret_row(secret: JSONObject) -> Cells:
+    return [
+        _meta(secret).get("name", ""),
+        secret.get("type", ""),
+        _data_count(secret),
+        age(_meta(secret).get("creationTimestamp")),
+    ]
+
+
 _NAME: Column = ("Name", "string", 0, "Name must be unique within a namespace.")
 _AGE: Column = (
     "Age",
@@ -380,6 +397,19 @@ _TABLES: dict[str, tuple[list[Column], Callable[[JSONObject], Cells]]] = {
     "Namespace": (
         [_NAME, ("Status", "string", 0, "The status of the namespace"), _AGE],
         _namespace_row,
+    ),
+    "ConfigMap": (
+        [_NAME, ("Data", "string", 0, "Number of keys in the ConfigMap (data and binaryData)."), _AGE],
+        _configmap_row,
+    ),
+    "Secret": (
+        [
+            _NAME,
+            ("Type", "string", 0, "The type of the secret"),
+            ("Data", "string", 0, "The number of entries in the data"),
+            _AGE,
+        ],
+        _secret_row,
     ),
     "Event": (
         [

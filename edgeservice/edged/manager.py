@@ -15,8 +15,21 @@ the runtime's own files. ``start()`` reads them back before the loop runs, so a 
 alive is adopted (same pid, nothing new started) and one that exited while the edge was down reports the
 exit code its shim recorded. ``stop()`` leaves every workload running; ``stop_all_pods()`` ends them.
 
-Not done: pod sandbox/networking (processes share the host network, so podIP is the host IP), volumes,
-resource limits, events, ephemeral containers, per-probe termination grace periods.
+ConfigMaps, Secrets and volumes: Edged reads them through an injected ``ConfigSource`` (see
+``volumes.py``). A container whose env/envFrom names a missing (non-optional) ConfigMap/Secret or key, or
+that mounts a volume that could not be prepared (its ConfigMap/Secret missing, a failed hostPath type
+check), waits with reason ``CreateContainerConfigError`` and a message naming it, as the kubelet reports
+it; ``config_changed`` (or, for volumes, a retry every ``_VOLUME_RETRY_SECONDS``) starts it once the
+object arrives. Volumes are prepared in the reconcile loop (small files, written synchronously) before
+any container starts, and rewritten in place (an atomic ``..data`` swap) when their object changes, so
+running containers see the new files. Values read into the environment are resolved at each start and
+never restart a running container when they change, exactly as in Kubernetes. How each container sees
+its volumes (a private mount namespace when the edge is root, else the ``FLEETOPS_VOLUME_*`` variables
+and a ``VolumesHonoured=False`` pod condition) is the runtime's business: see ``runtime.py``.
+
+Not done: pod sandbox/networking (processes share the host network, so podIP is the host IP), resource
+limits, events, ephemeral containers, per-probe termination grace periods; exec probes run in the host's
+mount namespace, so they do not see a container's volumes at their mountPaths.
 """
 
 from __future__ import annotations
@@ -35,17 +48,35 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.errors import ValidationError
-from app.model import Container, PodSpec, Probe, container_hash, parse_pod_spec
+from app.model import (
+    ConfigKind,
+    ConfigVolumeSource,
+    Container,
+    PodSpec,
+    Probe,
+    container_hash,
+    parse_pod_spec,
+)
 from edgeservice.edged import reconcile
 from edgeservice.edged.probes import ProbeState, probe_step, run_probe
 from edgeservice.edged.reconcile import ContainerPhase, ContainerView, ExitInfo, JSONObject
 from edgeservice.edged.runtime import (
+    ContainerConfig,
     ContainerProcess,
     ContainerRuntime,
     ExitStatus,
+    Mount,
     PodContext,
     ProcessRuntime,
     container_env,
+)
+from edgeservice.edged.volumes import (
+    ConfigMissing,
+    ConfigSource,
+    VolumeError,
+    materialize,
+    resolve_env,
+    subpath_source,
 )
 from edgeservice.errors import ContainerStartError
 
@@ -54,6 +85,9 @@ log = logging.getLogger(__name__)
 # Exit code and reason the kubelet reports when a container's process could not be started.
 _START_ERROR_CODE = 128
 _SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# How often a volume that could not be prepared (a hostPath not there yet...) is tried again; objects
+# that arrive through config_changed are picked up at once.
+_VOLUME_RETRY_SECONDS = 5.0
 
 
 class PodStatusSink(Protocol):
@@ -140,6 +174,8 @@ class _Container:
     backoff_until: float = 0.0
     backoff_delay: float = 0.0
     restart_now: bool = False
+    launch: ContainerConfig | None = None  # what the current run was started with (exec probes reuse it)
+    mount_error: str = ""  # the runtime could not honour its mounts: why
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     probe_task: asyncio.Task[None] | None = None
     op: asyncio.Task[None] | None = None
@@ -184,6 +220,10 @@ class _Pod:
     forget: bool = False  # remove(): stop, then drop everything
     halted: bool = False  # stop_all_pods(): stop, no restarts
     terminated_reported: bool = False
+    volume_paths: dict[str, Path] = field(default_factory=dict)
+    volume_errors: dict[str, str] = field(default_factory=dict)
+    volumes_dirty: bool = True  # prepare (or refresh) the volumes before the next decisions
+    volumes_retry_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -223,8 +263,10 @@ class Edged:
         runtime: ContainerRuntime | None = None,
         backoff_base: float = 10.0,
         backoff_max: float = 300.0,
+        config: ConfigSource | None = None,
     ) -> None:
         self.root = Path(root)
+        self.config = config
         self.node_name = node_name
         self.sink = sink
         self.host_ip = host_ip
@@ -310,6 +352,7 @@ class Edged:
                 return
             current.pod, current.spec, current.invalid = pod, spec, invalid
             current.forget = False
+            current.volumes_dirty = True
         if spec is not None:
             for c in (*spec.init_containers, *spec.containers):
                 if c.name not in current.containers:
@@ -324,6 +367,27 @@ class Edged:
             return
         pod.forget = True
         self._wake.set()
+
+    def config_changed(self, namespace: str, kind: ConfigKind, name: str) -> None:
+        """A ConfigMap or Secret of ``namespace`` was added, changed or removed in the ConfigSource.
+
+        Volumes projecting it are rewritten in place (running containers see the new files); containers
+        waiting for it start. Running containers that read it into their environment are not restarted."""
+        touched = 0
+        for pod in self._pods.values():
+            if pod.namespace != namespace or pod.spec is None:
+                continue
+            if (kind, name) in pod.spec.config_refs():
+                touched += 1
+                if any(
+                    isinstance(v.source, ConfigVolumeSource)
+                    and (v.source.kind, v.source.name) == (kind, name)
+                    for v in pod.spec.volumes
+                ):
+                    pod.volumes_dirty = True
+        if touched:
+            log.info("edged %s %s/%s changed: %d pod(s) affected", kind, namespace, name, touched)
+            self._wake.set()
 
     def restart_pod(self, uid: str) -> bool:
         """Restart every running container of a pod now, without back-off: the field engineer's fix that
@@ -417,9 +481,70 @@ class Edged:
                 backoff_until=rec.backoff_until,
                 backoff_delay=rec.backoff_delay,
                 restart_now=rec.restart_now,
-                config_error=(self.runtime.config_error(desired) or "") if desired and phase == "new" else "",
+                config_error=(
+                    self._config_error(pod, desired) if desired and phase in ("new", "exited") else ""
+                ),
             )
         return views
+
+    def _config_error(self, pod: _Pod, c: Container) -> str:
+        """Why ``c`` cannot be created now (CreateContainerConfigError), or ""."""
+        problem = self.runtime.config_error(c)
+        if problem:
+            return problem
+        for m in c.volume_mounts:
+            if m.name in pod.volume_errors:
+                return f"volume {m.name!r}: {pod.volume_errors[m.name]}"
+        try:
+            resolve_env(c, pod.namespace, self.config)
+        except ConfigMissing as exc:
+            return exc.message
+        return ""
+
+    def _prepare_volumes(self, pod: _Pod, now: float) -> None:
+        """Materialize every volume of the pod (synchronously: a few small files); see volumes.py."""
+        assert pod.spec is not None
+        pod.volumes_dirty = False
+        pod.volume_errors.clear()
+        for volume in pod.spec.volumes:
+            try:
+                pod.volume_paths[volume.name] = materialize(pod.directory, pod.namespace, volume, self.config)
+            except VolumeError as exc:
+                pod.volume_errors[volume.name] = exc.message
+                log.warning(
+                    "volume not ready pod=%s/%s volume=%s: %s",
+                    pod.namespace,
+                    pod.name,
+                    volume.name,
+                    exc.message,
+                )
+        if pod.volume_errors:
+            pod.volumes_retry_at = now + _VOLUME_RETRY_SECONDS
+
+    def _launch_config(self, pod: _Pod, c: Container) -> ContainerConfig:
+        """Resolve env and mounts for one start; raises ConfigMissing or VolumeError."""
+        assert pod.spec is not None
+        env = resolve_env(c, pod.namespace, self.config)
+        mounts: list[Mount] = []
+        for m in c.volume_mounts:
+            volume = pod.spec.volume(m.name)
+            base = pod.volume_paths.get(m.name)
+            if volume is None or base is None:
+                raise VolumeError(pod.volume_errors.get(m.name, "volume is not prepared"), volume=m.name)
+            source = base
+            if m.sub_path:
+                create = not isinstance(volume.source, ConfigVolumeSource)
+                source = subpath_source(base, m.sub_path, create=create)
+            mounts.append(Mount(m.name, str(source), m.mount_path, m.read_only))
+        return ContainerConfig(env.env_from, env.values, tuple(mounts))
+
+    def _volume_problems(self, pod: _Pod) -> list[str] | None:
+        assert pod.spec is not None
+        if not any(c.volume_mounts for c in (*pod.spec.init_containers, *pod.spec.containers)):
+            return None
+        return [
+            f"container {rec.name}: {rec.mount_error}" for rec in pod.containers.values() if rec.mount_error
+        ]
 
     def _reconcile_pod(self, pod: _Pod, now: float) -> float | None:
         if pod.halted or self._tg is None:
@@ -427,8 +552,12 @@ class Edged:
         if pod.spec is None:
             self._report(pod, {"phase": "Failed", "reason": "InvalidSpec", "message": pod.invalid})
             return None
-        views = self._views(pod)
         deadline: float | None = None
+        if not pod.deleting and (pod.volumes_dirty or (pod.volume_errors and now >= pod.volumes_retry_at)):
+            self._prepare_volumes(pod, now)
+        if pod.volume_errors and not pod.deleting:
+            deadline = pod.volumes_retry_at
+        views = self._views(pod)
         actions = reconcile.decide(pod.spec, views, now, deleting=pod.deleting)
         terminated = False
         for action in actions:
@@ -458,6 +587,7 @@ class Edged:
             pod_ref=pod.ref,
             previous_conditions=(pod.status or {}).get("conditions", []),
             deleting=pod.deleting,
+            volume_problems=self._volume_problems(pod),
         )
         if not pod.forget:
             self._report(pod, status)
@@ -506,11 +636,30 @@ class Edged:
         rec.restart_now = False
         rec.probe_failed = ""
         rec.save()
-        rec.op = self._spawn(rec, self._do_start(pod, rec, container), self._task_name(pod, rec, "start"))
-
-    async def _do_start(self, pod: _Pod, rec: _Container, container: Container) -> None:
         try:
-            proc = await self.runtime.start(self._context(pod), container, rec.directory)
+            launch = self._launch_config(pod, container)
+        except (ConfigMissing, VolumeError) as exc:
+            # The views checked this a moment ago; a subPath that is missing ends up here.
+            log.warning(
+                "container cannot start pod=%s/%s container=%s: %s",
+                pod.namespace,
+                pod.name,
+                rec.name,
+                exc.message,
+            )
+            now = time.time()
+            self._on_exit(pod, rec, ExitInfo(_START_ERROR_CODE, "StartError", now, now, message=exc.message))
+            return
+        rec.launch = launch
+        rec.op = self._spawn(
+            rec, self._do_start(pod, rec, container, launch), self._task_name(pod, rec, "start")
+        )
+
+    async def _do_start(
+        self, pod: _Pod, rec: _Container, container: Container, launch: ContainerConfig
+    ) -> None:
+        try:
+            proc = await self.runtime.start(self._context(pod), container, rec.directory, launch)
         except ContainerStartError as exc:
             log.warning(
                 "container failed to start pod=%s/%s container=%s: %s",
@@ -535,6 +684,15 @@ class Edged:
     ) -> None:
         rec.proc = proc
         rec.phase = "running"
+        rec.mount_error = proc.mount_error
+        if proc.mount_error:
+            log.warning(
+                "volumes not mounted pod=%s/%s container=%s: %s",
+                pod.namespace,
+                pod.name,
+                rec.name,
+                proc.mount_error,
+            )
         rec.container_id = proc.container_id
         rec.started_at = _parse_time(proc.started_at)
         rec.started = container is None or container.startup_probe is None
@@ -645,7 +803,11 @@ class Edged:
     # -- probes ----------------------------------------------------------------------------------------
 
     async def _probe(self, pod: _Pod, rec: _Container, proc: ContainerProcess, c: Container) -> None:
-        env = container_env(self._context(pod), c)
+        launch = rec.launch
+        if launch is None:  # adopted after an edge restart: resolve what it was most likely started with
+            with contextlib.suppress(ConfigMissing, VolumeError):
+                launch = self._launch_config(pod, c)
+        env = container_env(self._context(pod), c, launch)
 
         def current() -> bool:
             return rec.proc is proc and rec.phase == "running"

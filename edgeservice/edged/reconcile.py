@@ -29,6 +29,8 @@ from app.model import Container, PodSpec, RestartPolicy
 JSONObject = dict[str, Any]
 
 ContainerPhase = Literal["new", "starting", "running", "stopping", "exited"]
+# FleetOps' own pod condition: whether every volume is mounted at its mountPath (see runtime.py).
+VOLUMES_HONOURED = "VolumesHonoured"
 # Kubelet resets a container's back-off once it has run this long without crashing (10 minutes).
 BACKOFF_RESET_SECONDS = 600.0
 
@@ -285,6 +287,8 @@ def container_status(
                 f"back-off {go_duration(v.backoff_delay)} restarting failed container={c.name} pod={pod_ref}"
             )
             state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+        elif restarting and v.config_error:
+            state = {"waiting": {"reason": "CreateContainerConfigError", "message": v.config_error}}
         elif restarting:
             state = {"waiting": {"reason": "ContainerCreating"}}
         else:
@@ -332,11 +336,16 @@ def pod_status(
     pod_ref: str,
     previous_conditions: Sequence[JSONObject] = (),
     deleting: bool = False,
+    volume_problems: Sequence[str] | None = None,
 ) -> JSONObject:
     """The full Kubernetes PodStatus; ``previous_conditions`` keep lastTransitionTime stable.
 
     A deleting pod restarts nothing, so it is judged as if its restart policy were Never: its stopped
-    containers show their terminated state and the phase ends Succeeded or Failed."""
+    containers show their terminated state and the phase ends Succeeded or Failed.
+
+    ``volume_problems`` is None for a pod that mounts no volume; otherwise the pod gets a FleetOps
+    condition ``VolumesHonoured``: True, or False with reason ``MountNamespaceUnavailable`` and the
+    problems (which mounts of which container are not mounted) joined in its message."""
     if deleting:
         spec = replace(spec, restart_policy="Never")
     phase = pod_phase(spec, views)
@@ -364,6 +373,17 @@ def pod_status(
         _condition("ContainersReady", ready, previous, stamp, reason=ready_reason, message=ready_message),
         _condition("Ready", ready, previous, stamp, reason=ready_reason, message=ready_message),
     ]
+    if volume_problems is not None:
+        conditions.append(
+            _condition(
+                VOLUMES_HONOURED,
+                not volume_problems,
+                previous,
+                stamp,
+                reason="MountNamespaceUnavailable",
+                message="; ".join(volume_problems),
+            )
+        )
     status: JSONObject = {
         "phase": phase,
         "conditions": conditions,

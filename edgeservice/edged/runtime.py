@@ -16,7 +16,18 @@ it: an asyncio transport cannot outlive its loop, and the shim must (``Edged.sto
 running). The shim is started with ``os.posix_spawn`` in a new session and reaped with a non-blocking
 ``waitpid`` when it is our child. The container's image is recorded but not pulled or used.
 
-Not done: cgroups, namespaces, users, resource limits, image handling.
+Volumes. ``start`` takes a ``ContainerConfig``: the variables resolved from ConfigMaps/Secrets (``envFrom``
+first, then ``env``, as the kubelet orders them) and the ``Mount``s of the container, each a host path (a
+volume directory under the pod's directory, or a hostPath) to appear at a ``mountPath``. When the edge runs
+as root, the shim gives the container its own mount namespace and bind-mounts each volume at its
+mountPath there (see ``shim.py``), so nothing changes on the host. Where that is impossible (the edge is
+not root, ``mount_namespaces=False``, or ``unshare`` fails), the container is still started, but never
+silently: ``ContainerProcess.mount_error`` says which mounts were not honoured and why (Edged reports it
+as the pod condition ``VolumesHonoured=False``, reason ``MountNamespaceUnavailable``), and each mounted
+volume's host directory is exported as ``FLEETOPS_VOLUME_<NAME>`` (upper case, ``-`` as ``_``) so the
+workload can still find its files. ``spec.json`` may hold Secret values, so it is written 0600.
+
+Not done: cgroups, pid/network/user namespaces, users, resource limits, image handling.
 """
 
 from __future__ import annotations
@@ -30,7 +41,8 @@ import re
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +63,34 @@ _POLL_INTERVAL = 0.2
 EXIT_KILLED = 128 + int(signal.SIGKILL)
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+# spec.json may carry Secret values in the environment: readable by the edge's user only.
+_SPEC_MODE = 0o600
+_VOLUME_ENV_PREFIX = "FLEETOPS_VOLUME_"
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One volume of a container: host ``source`` shown at ``target`` (the mountPath) in the container."""
+
+    volume: str
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerConfig:
+    """What Edged resolved for one start: ``env_from`` (already prefixed, in order), ``values`` (the
+    configMapKeyRef/secretKeyRef variables by name) and the container's ``mounts``."""
+
+    env_from: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+
+
+def volume_env_name(volume: str) -> str:
+    """``FLEETOPS_VOLUME_<NAME>``: where a volume's directory is when it could not be mounted."""
+    return _VOLUME_ENV_PREFIX + volume.upper().replace("-", "_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +116,7 @@ class ContainerProcess:
     pgid: int
     start_time: int
     started_at: str
+    mount_error: str = ""  # why some volume mounts are not honoured ("" when all are, or there are none)
 
     @property
     def container_id(self) -> str:
@@ -97,7 +138,9 @@ class ContainerRuntime(Protocol):
         """Why this runtime cannot run the container as specified (reported as CreateContainerConfigError)."""
         ...
 
-    async def start(self, pod: PodContext, container: Container, directory: Path) -> ContainerProcess:
+    async def start(
+        self, pod: PodContext, container: Container, directory: Path, config: ContainerConfig | None = None
+    ) -> ContainerProcess:
         """Start the container; its state and logs live in ``directory``. Raises ContainerStartError."""
         ...
 
@@ -142,8 +185,11 @@ def expand_refs(value: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(sub, value)
 
 
-def container_env(pod: PodContext, container: Container) -> dict[str, str]:
-    """The environment a container sees: a minimal base (PATH, HOSTNAME) plus its spec'd variables."""
+def container_env(
+    pod: PodContext, container: Container, config: ContainerConfig | None = None
+) -> dict[str, str]:
+    """The environment a container sees: a minimal base (PATH, HOSTNAME), then ``envFrom`` variables, then
+    its ``env`` (a later variable wins; ``$(VAR)`` sees the ones before it), as the kubelet builds it."""
     fields = {
         "metadata.name": pod.name,
         "metadata.namespace": pod.namespace,
@@ -153,8 +199,18 @@ def container_env(pod: PodContext, container: Container) -> dict[str, str]:
         "status.hostIP": pod.host_ip,
     }
     env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), "HOSTNAME": pod.name}
+    values: Mapping[str, str] = {}
+    if config is not None:
+        env.update(config.env_from)
+        values = config.values
     for var in container.env:
-        env[var.name] = fields.get(var.field_ref, "") if var.field_ref else expand_refs(var.value, env)
+        if var.config_ref is not None:
+            if var.name in values:  # an optional reference to a missing key sets nothing
+                env[var.name] = values[var.name]
+        elif var.field_ref:
+            env[var.name] = fields.get(var.field_ref, "")
+        else:
+            env[var.name] = expand_refs(var.value, env)
     return env
 
 
@@ -169,9 +225,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def _write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), mode)  # an older tmp file keeps its mode otherwise
+        f.write(json.dumps(obj))
     tmp.replace(path)
 
 
@@ -180,17 +239,31 @@ def _prepare_directory(directory: Path, spec: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in ("state.json", "exit.json"):
         (directory / stale).unlink(missing_ok=True)
-    _write_json(directory / "spec.json", spec)
+    if spec.get("mounts"):
+        (directory / "mnt-scratch").mkdir(exist_ok=True)
+    _write_json(directory / "spec.json", spec, _SPEC_MODE)
+
+
+def mount_namespaces_usable() -> bool:
+    """Whether the shim may try mount namespaces: only root (CAP_SYS_ADMIN) can, without a user namespace."""
+    return os.geteuid() == 0
 
 
 class ProcessRuntime:
     """Runs containers as processes under ``shim.py``; see the module docstring."""
 
     def __init__(
-        self, *, log_max_size: int = DEFAULT_LOG_MAX_SIZE, log_max_files: int = DEFAULT_LOG_MAX_FILES
+        self,
+        *,
+        log_max_size: int = DEFAULT_LOG_MAX_SIZE,
+        log_max_files: int = DEFAULT_LOG_MAX_FILES,
+        mount_namespaces: bool | None = None,
     ) -> None:
+        """``mount_namespaces``: None tries them when the edge runs as root; False never does (volumes are
+        then exported as ``FLEETOPS_VOLUME_*`` variables and reported as not honoured)."""
         self.log_max_size = log_max_size
         self.log_max_files = log_max_files
+        self.mount_namespaces = mount_namespaces
 
     def config_error(self, container: Container) -> str | None:
         if not container.command:
@@ -203,15 +276,34 @@ class ProcessRuntime:
     def log_path(self, directory: Path, container: str) -> Path:
         return directory / f"{container}.log"
 
-    async def start(self, pod: PodContext, container: Container, directory: Path) -> ContainerProcess:
+    def _namespace_decision(self) -> tuple[bool, str]:
+        if self.mount_namespaces is False:
+            return False, "mount namespaces are disabled in the edge's configuration"
+        if not mount_namespaces_usable():
+            return False, "the edge service does not run as root"
+        return True, ""
+
+    async def start(
+        self, pod: PodContext, container: Container, directory: Path, config: ContainerConfig | None = None
+    ) -> ContainerProcess:
         problem = self.config_error(container)
         if problem:
             raise ContainerStartError(problem, pod_uid=pod.uid, container=container.name)
-        env = container_env(pod, container)
+        env = container_env(pod, container, config)
         argv = [expand_refs(a, env) for a in (*container.command, *container.args)]
+        mounts = config.mounts if config is not None else ()
+        use_namespace, why_not = self._namespace_decision()
         spec = {
             "argv": argv,
             "env": env,
+            "mounts": [
+                {"volume": m.volume, "source": m.source, "target": m.target, "readOnly": m.read_only}
+                for m in mounts
+            ],
+            "namespace": use_namespace,
+            "namespaceUnavailable": why_not,
+            "volumeEnv": {volume_env_name(m.volume): m.source for m in mounts},
+            "scratch": str(directory / "mnt-scratch"),
             "cwd": container.working_dir,
             "image": container.image,
             "log": str(self.log_path(directory, container.name)),
@@ -250,6 +342,7 @@ class ProcessRuntime:
                 0,
                 0,
                 str(state.get("startedAt", "")),
+                str(state.get("mountError", "")),
             )
         raise ContainerRuntimeError(
             "shim reported success but wrote no state", pod_uid=pod.uid, container=container.name
@@ -330,6 +423,7 @@ class ProcessRuntime:
             pgid=int(state["pgid"]),
             start_time=int(state["startTime"]),
             started_at=str(state["startedAt"]),
+            mount_error=str(state.get("mountError", "")),
         )
         if self._shim_alive(proc):
             return proc

@@ -20,12 +20,33 @@ that the child (which execs) starts with default dispositions. The shim also mak
 subreaper, so processes the container orphans are re-parented to it and reaped. If the shim itself is
 killed, no exit file is written and the runtime records 137.
 
+Volumes (``mounts`` in the spec). When the spec allows a mount namespace (the edge runs as root), the
+child, between fork and exec (``preexec_fn``; the shim is single-threaded, so that is safe), opens every
+volume source (``O_PATH``, before the mount table changes), calls ``unshare(CLONE_NEWNS)`` through ctypes
+(Python 3.11 has no ``os.unshare``), makes ``/`` recursively slave (host mounts still propagate in, ours
+never out; private where slave is refused), then bind-mounts each source at its mountPath, parents
+first, and remounts read-only where ``readOnly`` asks. A mountPath that does not exist is created inside
+the namespace only: the nearest existing ancestor directory gets a private overlay (its upper layer on a
+tmpfs in the container's ``mnt-scratch``), so the new directory exists for the container and never on
+the host. Two cases fall back to creating the mountPath on the host: when that ancestor is ``/`` itself
+(an overlay cannot replace the root without a pivot_root) and when the overlay mount fails (an exotic
+filesystem, or ``,``/``:`` in the path). A container that writes into such an overlaid directory writes to
+its private tmpfs, not to the host. Setup runs in the child only, so the shim itself stays in the host's
+namespace and its log/state files are where the runtime looks. The working directory is entered after
+the mounts, so ``workingDir`` may be inside a volume.
+
+If ``unshare`` fails, or the spec says namespaces are unavailable, the container starts without them:
+the state file's ``mountError`` names the mounts not honoured and why, and the ``volumeEnv`` variables
+(``FLEETOPS_VOLUME_<NAME>`` = the volume's host directory) are added to its environment. Any other setup
+failure (a missing hostPath, a failed bind) is a start error, as a kubelet's failed mount is.
+
 Not done: log compression, log line size limits beyond splitting at ``_MAX_LINE`` (as partial ``P``
-records), and cgroups/namespaces (this is a process runtime).
+records), cgroups and pid/network/user namespaces (this is a process runtime), mount propagation modes
+and recursive read-only mounts.
 """
 
 # The shim uses os/open rather than pathlib on purpose: it imports as little as possible to start fast.
-# ruff: noqa: PTH105, PTH108, PTH123
+# ruff: noqa: PTH102, PTH103, PTH105, PTH108, PTH118, PTH120, PTH123
 
 from __future__ import annotations
 
@@ -36,9 +57,11 @@ import json
 import os
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 # A line longer than this is written as several partial (P) records, as containerd does with 16 KiB.
@@ -47,6 +70,18 @@ _READ_CHUNK = 64 * 1024
 # After the child exits, how long to keep draining pipes that something else still holds open.
 _DRAIN_SECONDS = 2.0
 _PR_SET_CHILD_SUBREAPER = 36
+# <sched.h> and <sys/mount.h> (Linux): the flags unshare(2) and mount(2) take.
+_CLONE_NEWNS = 0x00020000
+_MS_RDONLY = 0x1
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
+_MS_REMOUNT = 0x20
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_PRIVATE = 0x40000
+_MS_SLAVE = 0x80000
+# Characters that would break overlayfs' comma/colon separated mount options.
+_OVERLAY_UNSAFE = (",", ":", "\\")
 
 
 def rfc3339_nano(ns: int) -> str:
@@ -150,6 +185,200 @@ def _ignore(signum: int, frame: object) -> None:
     """Handler (not SIG_IGN) so the exec'd child gets the default disposition back."""
 
 
+class SetupError(Exception):
+    """Setting up the container's mounts failed at ``stage`` (``unshare`` means: no namespace here)."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+    libc.unshare.argtypes = (ctypes.c_int,)
+    return libc
+
+
+def _enc(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def _mount(
+    libc: Any,
+    source: str | None,
+    target: str,
+    *,
+    flags: int,
+    fstype: str | None = None,
+    data: str | None = None,
+) -> None:
+    if libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _under(path: str, parent: str) -> bool:
+    return parent in ("/", path) or path.startswith(parent.rstrip("/") + "/")
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _overlay_ancestors(mounts: list[dict[str, Any]]) -> list[str]:
+    """The top-most existing host directories to overlay so that every missing mountPath can be made.
+
+    A missing mountPath inside another mount's target is made inside that volume later (as the kubelet
+    does), and ``/`` is never overlaid."""
+    targets = [m["target"] for m in mounts]
+    wanted: set[str] = set()
+    for t in targets:
+        if os.path.lexists(t) or any(o != t and _under(t, o) for o in targets):
+            continue
+        ancestor = _nearest_existing(os.path.dirname(t))
+        if ancestor != "/" and not any(c in ancestor for c in _OVERLAY_UNSAFE):
+            wanted.add(ancestor)
+    return sorted(a for a in wanted if not any(b != a and _under(a, b) for b in wanted))
+
+
+def setup_mounts(mounts: list[dict[str, Any]], scratch: str, cwd: str) -> None:
+    """Run in the child before exec: a private mount namespace with every volume at its mountPath."""
+    libc = _libc()
+    ordered = sorted(mounts, key=lambda m: (m["target"].count("/"), m["target"]))
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise SetupError("unshare", f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    try:
+        _mount(libc, None, "/", flags=_MS_REC | _MS_SLAVE)
+    except OSError:
+        try:
+            _mount(libc, None, "/", flags=_MS_REC | _MS_PRIVATE)
+        except OSError as exc:
+            raise SetupError("unshare", f"making / private: {exc.strerror}") from exc
+    # Open every source now: after unshare (a bind source must be a mount of this namespace) and before
+    # any overlay, which would otherwise shadow a source below its directory.
+    sources: list[tuple[int, bool]] = []
+    for m in ordered:
+        try:
+            fd = os.open(m["source"], os.O_PATH | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SetupError("source", f"volume {m['volume']!r}: {m['source']}: {exc.strerror}") from exc
+        sources.append((fd, stat.S_ISDIR(os.fstat(fd).st_mode)))
+    overlays = _overlay_ancestors(ordered)
+    if overlays:
+        try:
+            _mount(libc, "tmpfs", scratch, fstype="tmpfs", flags=_MS_NOSUID | _MS_NODEV, data="mode=0700")
+        except OSError:
+            overlays = []  # fall back to making the mountPaths on the host
+    for i, ancestor in enumerate(overlays):
+        upper, work = os.path.join(scratch, f"upper{i}"), os.path.join(scratch, f"work{i}")
+        os.mkdir(upper)
+        os.mkdir(work)
+        with contextlib.suppress(OSError):  # on failure the mountPath is made on the host
+            _mount(
+                libc,
+                "overlay",
+                ancestor,
+                fstype="overlay",
+                flags=0,
+                data=f"lowerdir={ancestor},upperdir={upper},workdir={work}",
+            )
+    for m, (fd, is_dir) in zip(ordered, sources, strict=True):
+        target = m["target"]
+        step = "creating the mount point of"
+        try:
+            if not os.path.lexists(target):
+                if is_dir:
+                    os.makedirs(target, 0o755, exist_ok=True)
+                else:
+                    os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            step = "bind-mounting"
+            _mount(libc, f"/proc/self/fd/{fd}", target, flags=_MS_BIND | _MS_REC)
+            if m.get("readOnly"):
+                step = "remounting read-only"
+                _mount(libc, None, target, flags=_MS_BIND | _MS_REMOUNT | _MS_RDONLY)
+        except OSError as exc:
+            raise SetupError(
+                "mount", f"{step} volume {m['volume']!r} at {target}: {exc.strerror or exc}"
+            ) from exc
+        finally:
+            os.close(fd)
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            raise SetupError("cwd", f"working directory {cwd}: {exc.strerror}") from exc
+
+
+def not_honoured(reason: str, mounts: list[dict[str, Any]]) -> str:
+    shown = ", ".join(f"{m['target']} ({m['volume']})" for m in mounts)
+    return f"{reason}; not mounted: {shown}; volume directories are in FLEETOPS_VOLUME_* variables"
+
+
+def _popen(spec: dict[str, Any], env: dict[str, str], preexec: Callable[[], None] | None, cwd: str) -> Any:
+    return subprocess.Popen(
+        spec["argv"],
+        env=env,
+        cwd=cwd or None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        process_group=0,
+        close_fds=True,
+        preexec_fn=preexec,  # noqa: PLW1509 - the shim is single-threaded; see the module docstring
+    )
+
+
+def start_child(spec: dict[str, Any]) -> tuple[Any, str]:
+    """Start the container's process; returns it and the mount error ("" when every mount is honoured).
+
+    Raises OSError when the command cannot be executed and SetupError when a volume cannot be mounted."""
+    env = dict(spec["env"])
+    mounts: list[dict[str, Any]] = spec.get("mounts") or []
+    cwd = str(spec.get("cwd") or "")
+    if not mounts:
+        return _popen(spec, env, None, cwd), ""
+    fallback_env = {**env, **spec.get("volumeEnv", {})}
+    if not spec.get("namespace"):
+        reason = str(spec.get("namespaceUnavailable") or "mount namespaces are unavailable")
+        return _popen(spec, fallback_env, None, cwd), not_honoured(reason, mounts)
+    read_fd, write_fd = os.pipe()
+    scratch = str(spec.get("scratch") or "")
+
+    def preexec() -> None:
+        try:
+            setup_mounts(mounts, scratch, cwd)
+        except SetupError as exc:
+            os.write(write_fd, json.dumps({"stage": exc.stage, "message": exc.message}).encode())
+            raise
+        except Exception as exc:
+            os.write(write_fd, json.dumps({"stage": "mount", "message": repr(exc)}).encode())
+            raise
+
+    try:
+        try:
+            child = _popen(spec, env, preexec, "")
+        except subprocess.SubprocessError as exc:
+            os.close(write_fd)
+            write_fd = -1
+            raw = os.read(read_fd, 65536)
+            failure = json.loads(raw) if raw else {"stage": "mount", "message": str(exc)}
+            if failure["stage"] != "unshare":
+                raise SetupError(failure["stage"], failure["message"]) from exc
+            reason = f"mount namespace unavailable ({failure['message']})"
+            return _popen(spec, fallback_env, None, cwd), not_honoured(reason, mounts)
+        return child, ""
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
 def _report(fd: int, obj: Any) -> None:
     try:
         os.write(fd, json.dumps(obj).encode() + b"\n")
@@ -170,19 +399,13 @@ def main(argv: list[str]) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     started_ns = time.time_ns()
     try:
-        child = subprocess.Popen(
-            spec["argv"],
-            env=spec["env"],
-            cwd=spec["cwd"] or None,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            process_group=0,
-            close_fds=True,
-        )
-    except OSError as exc:
+        child, mount_error = start_child(spec)
+    except (OSError, SetupError) as exc:
         now = rfc3339_nano(time.time_ns())
-        message = f"failed to start {spec['argv'][0]!r}: {exc.strerror or exc}"
+        if isinstance(exc, SetupError):
+            message = f"failed to set up volumes: {exc.message}"
+        else:
+            message = f"failed to start {spec['argv'][0]!r}: {exc.strerror or exc}"
         write_atomic(
             spec["exit"],
             {
@@ -210,6 +433,7 @@ def main(argv: list[str]) -> int:
             "pgid": pid,
             "startTime": ticks,
             "startedAt": rfc3339_nano(started_ns),
+            "mountError": mount_error,
         },
     )
     _report(ready_fd, {"ok": True, "pid": pid})

@@ -67,10 +67,10 @@ BAD: list[tuple[str, Any, str, str]] = [
         "unsupported",
     ),
     (
-        "env secretKeyRef",
+        "env secretKeyRef without a name",
         _spec(env=[{"name": "X", "valueFrom": {"secretKeyRef": {}}}]),
-        "spec.containers[0].env[0].valueFrom",
-        "fieldRef",
+        "spec.containers[0].env[0].valueFrom.secretKeyRef.name",
+        "required",
     ),
     (
         "port out of range",
