@@ -110,8 +110,16 @@ class DemoCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         root = args.data_dir.resolve()
-        if root.exists():
+        marker = root / ".fleetops-demo"
+        if root.exists() and any(root.iterdir()):
+            if not marker.exists():
+                sys.stderr.write(
+                    f"fleetops demo: {root} is not empty and is not a demo directory; not wiping it\n"
+                )
+                return 2
             shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        marker.touch()
         return asyncio.run(run_demo(root, check=args.check))
 
 

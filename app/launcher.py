@@ -146,6 +146,11 @@ class LocalCluster:
 
     async def start_edge(self, name: str, labels: dict[str, str] | None = None, *extra: str) -> Proc:
         label_arg = ",".join(f"{k}={v}" for k, v in (labels or {}).items())
+        # The token goes in a private file, not on the command line where `ps` shows it to everyone.
+        token_file = self.root / f"{name}.token"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.touch(mode=0o600)
+        token_file.write_text(self.join_token + "\n")
         proc = Proc(
             name,
             [
@@ -155,8 +160,8 @@ class LocalCluster:
                 name,
                 "--cloud",
                 self.hub,
-                "--token",
-                self.join_token,
+                "--token-file",
+                str(token_file),
                 "--data-dir",
                 str(self.root / name),
                 "--labels",

@@ -1,7 +1,7 @@
 """The cloud-edge tunnel protocol, without I/O.
 
 Like ``websockets.protocol``, this module never touches a socket or a clock of its own: the asyncio layer
-(``cloudservice.hub`` on one side, ``edgeservice.edgehub`` on the other) feeds it the frames it receives
+(``cloudservice.hub`` on one side, ``edgeservice.core`` on the other) feeds it the frames it receives
 with :meth:`Channel.receive_data`, takes what must go out with :meth:`Channel.data_to_send`, reads what
 happened with :meth:`Channel.events_received`, and calls :meth:`Channel.tick` with the current monotonic
 time so that resends happen. Tests drive two channels against each other and assert on messages.
@@ -39,9 +39,9 @@ from app.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
-# One MiB: a pod manifest is a few KiB, the apiserver's own request limit is 3 MiB; a tunnel frame that
-# large means a bug or an attack, and it must not stall every other object queued behind it.
-DEFAULT_MAX_FRAME: Final = 1 << 20
+# 4 MiB: room for the largest object the API accepts (3 MiB, the apiserver's own request limit) plus the
+# envelope; anything larger is a bug or an attack, and must not stall what is queued behind it.
+DEFAULT_MAX_FRAME: Final = 4 << 20
 DEFAULT_WINDOW: Final = 256
 DEFAULT_RESEND_AFTER: Final = 5.0
 DEFAULT_RESEND_MAX: Final = 60.0

@@ -37,12 +37,20 @@ class ChannelRunner:
         self._wake.set()
 
     async def run(self) -> None:
+        """Until the connection closes or either loop fails; a failure is raised to the caller, which
+        closes the connection (a writer that died must not leave a connection that only answers pings)."""
+        reader = asyncio.create_task(self._reader(), name=f"{self.name}.receive")
         writer = asyncio.create_task(self._writer(), name=f"{self.name}.send")
         try:
-            await self._reader()
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     async def _reader(self) -> None:
         try:

@@ -49,7 +49,11 @@ def write_private(path: Path, text: str) -> None:
 class CloudCore:
     def __init__(self, config: CloudConfig) -> None:
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Private: tokens, keys and the store (which holds Secrets) live here.
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not config.store_url:
+            db = config.data_dir / "cloud.db"
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite's -wal/-shm inherit this mode
         self.tokens = TokenStore(config.data_dir / "tokens.json")
         self.store = open_store(config.store_url or str(config.data_dir / "cloud.db"))
         self.usage = UsageStore()

@@ -23,11 +23,11 @@ in order, which is simpler and safer than skipping ahead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import re
+import weakref
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -53,7 +53,7 @@ from app.tunnel import DEFAULT_MAX_FRAME, Channel, Delivered, Event, FrameReject
 from app.tunnelio import ChannelRunner
 from cloudservice.auth import AuthError, Identity, TokenStore, bearer
 from cloudservice.controllers import record_event
-from cloudservice.errors import NotFound, StoreError
+from cloudservice.errors import CloudError, Conflict, NotFound, StoreError
 from cloudservice.store.base import Cursor, Store, WatchEvent
 from cloudservice.streams import CloudStream, NodeOffline
 from cloudservice.usage import UsageStore
@@ -115,11 +115,21 @@ def config_refs(pod: JSONObject) -> set[str]:
     return refs
 
 
+def own_usage(sample: JSONObject, pods: dict[str, set[str]]) -> JSONObject:
+    """A usage sample restricted to the pods bound to the reporting node: a node reports on itself only."""
+    mine = [
+        p
+        for p in sample.get("pods", []) or []
+        if isinstance(p, dict) and f"{p.get('namespace', '')}/pod/{p.get('name', '')}" in pods
+    ]
+    return {**sample, "pods": mine}
+
+
 def outbox_cursor(node: str, epoch: str) -> str:
     return f"edge-outbox/{node}/{epoch}"
 
 
-class HubProtocolError(Exception):
+class HubProtocolError(CloudError):
     """An edge broke the protocol badly enough that its connection is closed."""
 
 
@@ -177,7 +187,11 @@ class CloudHub:
         # their pods reference.
         self._config: dict[str, JSONObject] = {}
         self._config_revision = 0
-        self._accepted: dict[int, tuple[Identity, str]] = {}
+        # Identity of upgrades that passed authentication, until their handler picks it up; weak, so an
+        # upgrade whose handshake fails afterwards leaves nothing behind.
+        self._accepted: weakref.WeakKeyDictionary[ServerConnection, tuple[Identity, str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._server: Server | None = None
         self._controller: asyncio.Task[None] | None = None
         self.stats: dict[str, int] = {
@@ -189,6 +203,7 @@ class CloudHub:
             "rejected_frames": 0,
             "duplicates_skipped": 0,
             "streams_opened": 0,
+            "oversized": 0,
         }
 
     @property
@@ -241,18 +256,14 @@ class CloudHub:
                 Headers({"Content-Type": "text/plain"}),
                 f"{exc}\n".encode(),
             )
-        self._accepted[id(connection)] = (identity, node)
+        self._accepted[connection] = (identity, node)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        identity, node = self._accepted.pop(id(ws))
+        identity, node = self._accepted.pop(ws)
         self.stats["connections"] += 1
         channel = Channel("cloudhub", max_frame=self.max_frame, resend_after=self.resend_after)
         session = NodeSession(node=node, identity=identity, channel=channel, ws=ws)
-        old = self.sessions.get(node)
-        if old is not None:
-            log.warning("node %s connected again; closing its previous connection", node)
-            await old.ws.close(4000, "replaced by a newer connection")
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
                 frame = await ws.recv()
@@ -267,6 +278,10 @@ class CloudHub:
             )
             if hello is None or hello.resource != f"/node/{node}":
                 raise HubProtocolError("the first frame must be the node's hello")
+            old = self.sessions.get(node)
+            if old is not None:  # only now: a connection that never says hello replaces nothing
+                log.warning("node %s connected again; closing its previous connection", node)
+                await old.ws.close(4000, "replaced by a newer connection")
             session.runner = ChannelRunner(
                 ws, channel, lambda evs: self._on_events(session, evs), name=f"hub[{node}]"
             )
@@ -353,7 +368,9 @@ class CloudHub:
             def merge(obj: JSONObject) -> JSONObject:
                 was_ready[:] = [is_ready(obj.get("status"))]
                 meta = obj.setdefault("metadata", {})
-                meta["labels"] = {**base_labels, **meta.get("labels", {}), **labels}
+                # The edge's own labels count at registration only, as a kubelet's --node-labels do: an
+                # operator's `kubectl label node` is not undone by the next reconnect.
+                meta["labels"] = {**base_labels, **meta.get("labels", {})}
                 obj["status"] = stamp_heartbeat(status, obj.get("status"))
                 return obj
 
@@ -391,7 +408,20 @@ class CloudHub:
 
     def _send(self, s: NodeSession, key: str, obj: JSONObject) -> None:
         rv = str(obj["metadata"]["resourceVersion"])
-        s.channel.send_reliable(Message("update", key, obj, resourceversion=rv), key)
+        msg = Message("update", key, obj, resourceversion=rv)
+        size = len(msg.encode())
+        if size > self.max_frame:
+            # The edge would close the connection on it, and every resync would send it again.
+            self.stats["oversized"] += 1
+            log.error(
+                "%s (%d bytes) is larger than a tunnel frame (%d); not sent to node %s",
+                key,
+                size,
+                self.max_frame,
+                s.node,
+            )
+            return
+        s.channel.send_reliable(msg, key)
 
     def _send_delete(self, s: NodeSession, key: str, obj: JSONObject, revision: int) -> None:
         s.sent.pop(key, None)
@@ -403,8 +433,9 @@ class CloudHub:
         reference (and nothing else: a node sees no other node's pods and no unreferenced secret)."""
         resync = True
         while True:
-            watch = self.store.watch(None)  # subscribed from here on: nothing after this line is missed
+            watch = None
             try:
+                watch = self.store.watch(None)  # subscribed from here on: nothing after this is missed
                 if resync:
                     await self._load_config()
                     for s in list(self.sessions.values()):
@@ -416,8 +447,14 @@ class CloudHub:
             except StoreError as exc:
                 log.warning("edge controller watch ended (%s); resyncing connected nodes", exc)
                 resync = True
+            except Exception:
+                # Never die quietly: every node's updates depend on this loop. Log, pause, resync.
+                log.exception("edge controller failed; restarting it with a full resync")
+                resync = True
+                await asyncio.sleep(1.0)
             finally:
-                await watch.aclose()
+                if watch is not None:
+                    await watch.aclose()
 
     async def _load_config(self) -> None:
         self._config.clear()
@@ -474,10 +511,10 @@ class CloudHub:
         else:
             self._config[key] = ev.object
         for s in self.sessions.values():
-            if s.backlog is not None:
-                s.backlog.append(ev)
-                continue
-            if ev.revision <= s.synced_revision or key not in s.wanted_config():
+            # A node in the middle of its resync reads the cache (already updated above) when it finishes;
+            # the others are compared by content, not by revision: the pod snapshot's revision says
+            # nothing about where the config cache stood.
+            if s.backlog is not None or key not in s.wanted_config():
                 continue
             if ev.type == "DELETED":
                 self._send_delete(s, key, ev.object, ev.revision)
@@ -487,20 +524,25 @@ class CloudHub:
             s.kick()
 
     async def _resync_live(self, s: NodeSession) -> None:
+        """Bring a connected node up to date after the watch had a gap: send what changed, and delete
+        what went away meanwhile."""
         pods, revision = await self.store.list(PODS)
         s.synced_revision = max(s.synced_revision, revision)
+        desired: dict[str, JSONObject] = {}
+        s.refs = {}
         for pod in pods:
             if pod.get("spec", {}).get("nodeName") == s.node:
-                key = pod_key(pod)
-                s.refs[key] = config_refs(pod)
-                if s.sent.get(key) != spec_hash(pod):
-                    s.sent[key] = spec_hash(pod)
-                    self._send(s, key, pod)
+                desired[pod_key(pod)] = pod
+                s.refs[pod_key(pod)] = config_refs(pod)
         for ref in s.wanted_config():
-            obj = self._config.get(ref)
-            if obj is not None and s.sent.get(ref) != spec_hash(obj):
-                s.sent[ref] = spec_hash(obj)
-                self._send(s, ref, obj)
+            if ref in self._config:
+                desired[ref] = self._config[ref]
+        for key in [k for k in s.sent if k not in desired]:
+            self._send_delete(s, key, {}, revision)
+        for key, obj in desired.items():
+            if s.sent.get(key) != spec_hash(obj):
+                s.sent[key] = spec_hash(obj)
+                self._send(s, key, obj)
         s.kick()
 
     # -- edge -> cloud ----------------------------------------------------------------------------
@@ -547,8 +589,12 @@ class CloudHub:
 
     async def _on_message(self, s: NodeSession, msg: Message) -> None:
         if msg.group == GROUP_HUB and msg.operation == "update" and msg.resource == f"/node/{s.node}":
-            if self.usage is not None and isinstance(msg.content, dict) and "usage" in msg.content:
-                self.usage.update(s.node, msg.content["usage"])
+            if (
+                self.usage is not None
+                and isinstance(msg.content, dict)
+                and isinstance(msg.content.get("usage"), dict)
+            ):
+                self.usage.update(s.node, own_usage(msg.content["usage"], s.refs))
             status = msg.content.get("status") if isinstance(msg.content, dict) else None
             if isinstance(status, dict):
                 await self.store.guaranteed_update(
@@ -579,12 +625,18 @@ class CloudHub:
         self, s: NodeSession, msg: Message, ident: tuple[str, str, str], status: JSONObject
     ) -> str:
         namespace, name, uid = ident
+        held = msg.content.get("rv") if isinstance(msg.content, dict) else None
+        # The new resourceVersion goes back to the edge only when the edge already held the pod as it was
+        # just before this write: then its copy of the spec is exactly as current. Otherwise a spec change
+        # it has not received yet would be marked as seen, and dropped.
+        current = [False]
 
         def apply(pod: JSONObject) -> JSONObject | None:
             if pod.get("metadata", {}).get("uid") != uid or pod.get("spec", {}).get("nodeName") != s.node:
                 return None  # another incarnation of the pod, or not this node's: nothing to do
             if pod.get("status") == status:
                 return None
+            current[0] = isinstance(held, int) and str(held) == str(pod["metadata"].get("resourceVersion"))
             return {**pod, "status": status}
 
         cursor = Cursor(outbox_cursor(s.node, s.epoch), msg.seq) if msg.seq else None
@@ -595,7 +647,7 @@ class CloudHub:
         if stored is None:
             self.stats["duplicates_skipped"] += 1
             return ""
-        return str(stored.get("metadata", {}).get("resourceVersion", ""))
+        return str(stored.get("metadata", {}).get("resourceVersion", "")) if current[0] else ""
 
     async def _finish_pod_deletion(self, s: NodeSession, namespace: str, name: str, uid: str) -> None:
         """The edge stopped every container of a terminating pod: remove it, as the kubelet does."""
@@ -615,9 +667,16 @@ class CloudHub:
                     name,
                 )
                 return
-            with contextlib.suppress(NotFound):
+            if meta.get("finalizers"):
+                # Someone still has work to do before the pod goes: the API removes it once they are done.
+                return
+            try:
                 await self.store.delete(PODS, namespace, name, resource_version=str(meta["resourceVersion"]))
                 return
+            except NotFound:
+                return
+            except Conflict:
+                continue  # changed under us (a status write): read it again
         log.warning("could not finish deleting pod %s/%s after retries", namespace, name)
 
 

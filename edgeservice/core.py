@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
 from app.envelope import GROUP_HUB, GROUP_RESOURCE, GROUP_STREAM, Message
+from app.model import ConfigKind
 from app.resources import PODS, JSONObject, tunnel_resource
 from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, FrameRejected, Replied, hello
 from app.tunnelio import ChannelRunner
@@ -87,6 +88,7 @@ class EdgeCore:
             self,
             host_ip=self.address,
             backoff_base=config.restart_backoff,
+            config=CachedConfig(self.meta),
         )
         self.streams = EdgeStreams(
             self.node,
@@ -183,13 +185,11 @@ class EdgeCore:
     def pod_status_changed(self, pod: JSONObject, status: JSONObject) -> None:
         m = pod.get("metadata", {})
         ns, name = str(m.get("namespace", "")), str(m.get("name", ""))
-        msg = Message(
-            "update",
-            f"{ns}/podstatus/{name}",
-            {"uid": m.get("uid"), "status": status},
-            source=self.node,
-        )
-        self._emit(msg, status_of=(tunnel_resource(PODS, ns, name), status))
+        key = tunnel_resource(PODS, ns, name)
+        # "rv": the version of the spec we hold, so the cloud can tell us whether that is still current.
+        content = {"uid": m.get("uid"), "status": status, "rv": self.meta.version(key)}
+        msg = Message("update", f"{ns}/podstatus/{name}", content, source=self.node)
+        self._emit(msg, status_of=(key, status))
 
     def pod_terminated(self, pod: JSONObject) -> None:
         m = pod.get("metadata", {})
@@ -345,9 +345,17 @@ class EdgeCore:
 
     def _hand_to_edged(self, changes: list[Change]) -> None:
         for change in changes:
+            if change.type in CONFIG_TYPES:
+                namespace, _, name = change.key.split("/")
+                self.edged.config_changed(namespace, CONFIG_TYPES[change.type], name)
+                continue
             if change.type != "pod":
                 continue
             if change.obj is not None:
+                old_uid = (change.previous or {}).get("metadata", {}).get("uid")
+                if old_uid and old_uid != change.obj.get("metadata", {}).get("uid"):
+                    # Same name, new pod (replaced while we were away): the old one's processes go.
+                    self.edged.remove(str(old_uid))
                 self.edged.upsert(change.obj)
                 # The cloud's copy of the status may have been changed behind our back (a node lifecycle
                 # controller marks pods NotReady while we are away): re-assert ours, as a kubelet does.
@@ -370,6 +378,23 @@ class EdgeCore:
                 self._channel.send(Message("update", f"/node/{self.node}", content, group=GROUP_HUB))
                 if self._runner is not None:
                     self._runner.kick()
+
+
+CONFIG_TYPES: dict[str, ConfigKind] = {"configmap": "ConfigMap", "secret": "Secret"}
+
+
+class CachedConfig:
+    """Edged's ConfigSource: the ConfigMaps and Secrets the cloud sent for this node's pods, from the cache
+    (so pods that use them start and restart while the cloud is away)."""
+
+    def __init__(self, meta: MetaManager) -> None:
+        self.meta = meta
+
+    def configmap(self, namespace: str, name: str) -> JSONObject | None:
+        return self.meta.get(f"{namespace}/configmap/{name}")
+
+    def secret(self, namespace: str, name: str) -> JSONObject | None:
+        return self.meta.get(f"{namespace}/secret/{name}")
 
 
 class _Stop(Exception):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -45,6 +46,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -113,7 +115,9 @@ class MetaManager:
 
     def open(self) -> None:
         """Open (or build) the cache; sets ``rebuilt`` when the edge starts from nothing."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Private: the cache holds the Secrets the node's pods use. SQLite gives the -wal and -shm files the
+        # mode of the database file, so creating that 0600 covers all three.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         existed = self.path.exists()
         if existed:
             problem = self._check()
@@ -131,6 +135,8 @@ class MetaManager:
                 existed = False
         elif Path(f"{self.path}-wal").exists():
             Path(f"{self.path}-wal").unlink()
+        if not existed:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._engine = self._make_engine()
         if not existed:
             log.warning("edge cache %s is new: the node's state will be rebuilt from the cloud", self.path)
@@ -267,6 +273,12 @@ class MetaManager:
                     removed.append(Change(key, _type_of(key), None, json.loads(data)))
         return removed
 
+    def version(self, key: str) -> int:
+        """The resourceVersion of our copy of an object (0 when we have none)."""
+        with self.engine.connect() as conn:
+            rv = conn.execute(select(objects_t.c.rv).where(objects_t.c.key == key)).scalar_one_or_none()
+        return int(rv or 0)
+
     def set_version(self, key: str, rv: int) -> None:
         """The cloud stored our status write as ``rv``: our copy of the spec is that current."""
         with self.engine.begin() as conn:
@@ -324,7 +336,7 @@ class MetaManager:
 
     def outbox_depth(self) -> int:
         with self.engine.connect() as conn:
-            return len(conn.execute(select(outbox_t.c.seq)).all())
+            return int(conn.execute(select(func.count()).select_from(outbox_t)).scalar_one())
 
     def dump(self) -> dict[str, Any]:
         """Everything, for diagnostics and tests."""

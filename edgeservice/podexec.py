@@ -2,7 +2,8 @@
 
 The command runs beside the container's main process, with that process's environment and working
 directory (read from ``/proc``, so it sees exactly what the container sees, fieldRef values included),
-in a new session so that stopping it stops everything it started. With ``tty`` it gets a pseudo-terminal
+inside its mount namespace when it has one (so its volumes are at their mountPaths), in a new session so
+that stopping it stops everything it started. With ``tty`` it gets a pseudo-terminal
 as its controlling terminal and follows the client's window size; without, plain pipes.
 
 Bytes travel base64-encoded in ``{"ch": n, "b64": ...}`` chunks, ``n`` being Kubernetes' channel numbers
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
@@ -59,6 +61,25 @@ def _process_context(pid: int) -> tuple[dict[str, str], str]:
     return env, str(Path(f"/proc/{pid}/cwd").readlink())
 
 
+_CLONE_NEWNS = 0x00020000  # <sched.h>
+
+
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+    return libc
+
+
+def _foreign_mount_namespace(pid: int) -> int | None:
+    """An fd on the container's mount namespace when it has its own (the edge runs as root), else None."""
+    try:
+        if Path(f"/proc/{pid}/ns/mnt").stat().st_ino == Path("/proc/self/ns/mnt").stat().st_ino:
+            return None
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+    except OSError:
+        return None
+
+
 def _set_winsize(fd: int, size: Any) -> None:
     if isinstance(size, dict):
         cols, rows = int(size.get("Width", 0)), int(size.get("Height", 0))
@@ -91,7 +112,7 @@ class PodExecProducer:
             raise StreamRejected(500, "InternalError", f"cannot read the container's context: {exc}") from exc
         tty = bool(params.get("tty"))
         try:
-            proc, master = await self._spawn(command, env, cwd, tty=tty)
+            proc, master = await self._spawn(command, env, cwd, tty=tty, pid=pid)
         except OSError as exc:
             # Kubernetes reports a missing executable as exit code 126/127-style failures inside the stream;
             # refusing up front gives kubectl a readable error instead.
@@ -115,38 +136,45 @@ class PodExecProducer:
                 os.close(master)
 
     async def _spawn(
-        self, command: list[str], env: dict[str, str], cwd: str, *, tty: bool
+        self, command: list[str], env: dict[str, str], cwd: str, *, tty: bool, pid: int
     ) -> tuple[asyncio.subprocess.Process, int | None]:
-        if not tty:
-            proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-            return proc, None
-        master, slave = pty.openpty()
+        mnt_ns = _foreign_mount_namespace(pid)
+
+        def enter() -> None:
+            # In the child, before exec: the container's mount namespace (its volumes at their
+            # mountPaths), then its working directory as seen from inside it, then the terminal.
+            if mnt_ns is not None and _libc().setns(mnt_ns, _CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "setns into the container's mount namespace failed")
+            os.chdir(cwd)
+            if tty:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # job control and ^C work
+
+        master = slave = None
+        if tty:
+            master, slave = pty.openpty()
+        stdio = slave if slave is not None else asyncio.subprocess.PIPE
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                env={"TERM": "xterm", **env},
-                cwd=cwd,
+                stdin=stdio,
+                stdout=stdio,
+                stderr=stdio,
+                env={"TERM": "xterm", **env} if tty else env,
                 start_new_session=True,
-                # Make the pty the session's controlling terminal, so job control and ^C work.
-                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+                pass_fds=(mnt_ns,) if mnt_ns is not None else (),
+                preexec_fn=enter,
             )
         except BaseException:
-            os.close(master)
+            if master is not None:
+                os.close(master)
             raise
         finally:
-            os.close(slave)
-        os.set_blocking(master, False)
+            if slave is not None:
+                os.close(slave)
+            if mnt_ns is not None:
+                os.close(mnt_ns)
+        if master is not None:
+            os.set_blocking(master, False)
         return proc, master
 
     async def _relay(

@@ -199,7 +199,9 @@ async def test_cloud_down_then_edge_killed_workloads_survive_and_history_arrives
 ) -> None:
     await cluster.start_edge("edge-1")
     await wait_nodes(cluster, {"edge-1": "True"})
-    await cluster.request("POST", DEPLOYMENTS, deployment("steady", ["sleep", "3600"]))
+    # A duration no other test uses, so the duplicate check below can look for exactly this workload.
+    marker = ["sleep", f"3600.{os.getpid()}"]
+    await cluster.request("POST", DEPLOYMENTS, deployment("steady", marker))
     await cluster.request("POST", DEPLOYMENTS, deployment("flaky", ["sh", "-c", "sleep 0.3; exit 3"]))
     [steady] = await wait_pods(
         cluster, "steady", lambda ps: len(ps) == 1 and running(ps[0]), "steady running"
@@ -229,7 +231,7 @@ async def test_cloud_down_then_edge_killed_workloads_survive_and_history_arrives
     await cluster.start_edge("edge-1")
     await wait_log(cluster.edges["edge-1"], "adopted container")
     assert alive(pid)
-    sleepers = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "3600"]]
+    sleepers = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == marker]
     assert [p.pid for p in sleepers] == [pid], "the restarted edge started a duplicate workload"
     restarts_offline = offline_restart_count(cluster, "edge-1", flaky["metadata"]["name"])
 
@@ -612,3 +614,62 @@ async def test_kubectl_top_shows_usage_measured_on_the_edge(cluster: LocalCluste
             await asyncio.sleep(0.5)
     nodes = await asyncio.to_thread(kubectl, cluster, "top", "nodes", "--no-headers")
     assert nodes.split()[0] == "edge-1" and nodes.split()[1].endswith("m"), nodes
+
+
+@pytest.mark.kubectl
+async def test_configmaps_and_secrets_reach_the_pods_that_use_them_and_only_those(
+    cluster: LocalCluster,
+) -> None:
+    await cluster.start_edge("edge-1")
+    await wait_nodes(cluster, {"edge-1": "True"})
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "plc"},
+        "data": {"address": "10.0.0.7"},
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "creds"},
+        "stringData": {"password": "s3cret"},
+    }
+    unused = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unused"}, "stringData": {"k": "v"}}
+    for obj, plural in ((cm, "configmaps"), (secret, "secrets"), (unused, "secrets")):
+        await cluster.request("POST", f"/api/v1/namespaces/default/{plural}", obj)
+    spec = deployment("reader", ["sleep", "3600"])
+    pod_spec = spec["spec"]["template"]["spec"]
+    pod_spec["containers"][0]["env"] = [
+        {"name": "PLC", "valueFrom": {"configMapKeyRef": {"name": "plc", "key": "address"}}},
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+    ]
+    pod_spec["containers"][0]["volumeMounts"] = [{"name": "config", "mountPath": "/etc/fleetops-test/plc"}]
+    pod_spec["volumes"] = [{"name": "config", "configMap": {"name": "plc"}}]
+    await cluster.request("POST", DEPLOYMENTS, spec)
+    [pod] = await wait_pods(cluster, "reader", lambda ps: len(ps) == 1 and running(ps[0]), "reader running")
+    name = pod["metadata"]["name"]
+
+    env = await asyncio.to_thread(kubectl, cluster, "exec", name, "--", "sh", "-c", 'echo "$PLC $PASSWORD"')
+    assert env == "10.0.0.7 s3cret\n"
+    read = ["exec", name, "--", "cat", "/etc/fleetops-test/plc/address"]
+    assert await asyncio.to_thread(kubectl, cluster, *read) == "10.0.0.7"
+
+    # A change reaches the mounted file in place; the process is not restarted.
+    patch = {"data": {"address": "10.0.0.8"}}
+    await cluster.request(
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/plc",
+        patch,
+        content_type="application/merge-patch+json",
+    )
+    async with asyncio.timeout(20):
+        while await asyncio.to_thread(kubectl, cluster, *read) != "10.0.0.8":
+            await asyncio.sleep(0.2)
+    [pod] = await wait_pods(cluster, "reader", lambda ps: len(ps) == 1, "reader")
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+    # The node holds what its pods reference, and nothing else.
+    with edge_cache(cluster, "edge-1") as db:
+        keys = {k for (k,) in db.execute("SELECT key FROM objects")}
+    assert {"default/configmap/plc", "default/secret/creds"} <= keys
+    assert "default/secret/unused" not in keys
