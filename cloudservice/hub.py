@@ -614,6 +614,9 @@ class CloudHub:
         if rtype == "podstatus" and msg.operation == "update" and isinstance(content.get("status"), dict):
             rv = await self._apply_pod_status(s, msg, (namespace, name, str(uid)), content["status"])
             s.channel.ack(msg, {"resourceversion": rv})
+        elif rtype == "event" and msg.operation == "insert":
+            await self._record_pod_event(s, namespace, name, content)
+            s.channel.ack(msg)
         elif rtype == "pod" and msg.operation == "delete":
             await self._finish_pod_deletion(s, namespace, name, str(uid))
             s.channel.ack(msg)
@@ -648,6 +651,23 @@ class CloudHub:
             self.stats["duplicates_skipped"] += 1
             return ""
         return str(stored.get("metadata", {}).get("resourceVersion", "")) if current[0] else ""
+
+    async def _record_pod_event(self, s: NodeSession, namespace: str, name: str, content: JSONObject) -> None:
+        """An Event the edge recorded about one of its pods (Started, BackOff, Unhealthy...)."""
+        try:
+            pod = await self.store.get(PODS, namespace, name)
+        except NotFound:
+            return
+        if (
+            pod.get("metadata", {}).get("uid") != content.get("uid")
+            or pod.get("spec", {}).get("nodeName") != s.node
+        ):
+            return  # not this node's pod (or another incarnation of it)
+        type_, reason = str(content.get("type", "Normal")), str(content.get("reason", ""))
+        if type_ not in ("Normal", "Warning") or not reason:
+            return
+        message = str(content.get("message", ""))[:1024]
+        await record_event(self.store, pod, type_, reason, message, component=f"edged/{s.node}")
 
     async def _finish_pod_deletion(self, s: NodeSession, namespace: str, name: str, uid: str) -> None:
         """The edge stopped every container of a terminating pod: remove it, as the kubelet does."""

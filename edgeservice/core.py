@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NODE_HEADER = "X-FleetOps-Node"
+# Outbox rows beyond which pod events are no longer queued (statuses always are).
+MAX_PENDING_EVENTS = 5000
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 
@@ -89,6 +91,7 @@ class EdgeCore:
             host_ip=self.address,
             backoff_base=config.restart_backoff,
             config=CachedConfig(self.meta),
+            events=self.pod_event,
         )
         self.streams = EdgeStreams(
             self.node,
@@ -190,6 +193,20 @@ class EdgeCore:
         content = {"uid": m.get("uid"), "status": status, "rv": self.meta.version(key)}
         msg = Message("update", f"{ns}/podstatus/{name}", content, source=self.node)
         self._emit(msg, status_of=(key, status))
+
+    def pod_event(self, pod: JSONObject, type_: str, reason: str, message: str) -> None:
+        """A kubelet-style Event about a pod, kept in the outbox like a status so that what happened
+        offline shows up in `kubectl describe pod` afterwards. A node offline for weeks with a crash-looping
+        pod must not fill its disk with them: past MAX_PENDING_EVENTS queued, new ones are dropped."""
+        if not self.meta.is_open or self.meta.outbox_depth() >= MAX_PENDING_EVENTS:
+            return
+        m = pod.get("metadata", {})
+        content = {"uid": m.get("uid"), "type": type_, "reason": reason, "message": message}
+        self._emit(
+            Message(
+                "insert", f"{m.get('namespace', '')}/event/{m.get('name', '')}", content, source=self.node
+            )
+        )
 
     def pod_terminated(self, pod: JSONObject) -> None:
         m = pod.get("metadata", {})

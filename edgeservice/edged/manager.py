@@ -42,7 +42,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,6 +88,10 @@ _SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # How often a volume that could not be prepared (a hostPath not there yet...) is tried again; objects
 # that arrive through config_changed are picked up at once.
 _VOLUME_RETRY_SECONDS = 5.0
+
+
+# (pod, type, reason, message): what a kubelet records as Events (Started, Killing, BackOff, Unhealthy...).
+EventSink = Callable[[JSONObject, str, str, str], None]
 
 
 class PodStatusSink(Protocol):
@@ -264,9 +268,11 @@ class Edged:
         backoff_base: float = 10.0,
         backoff_max: float = 300.0,
         config: ConfigSource | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.root = Path(root)
         self.config = config
+        self.events = events
         self.node_name = node_name
         self.sink = sink
         self.host_ip = host_ip
@@ -694,6 +700,8 @@ class Edged:
                 proc.mount_error,
             )
         rec.container_id = proc.container_id
+        if container is not None:
+            self._event(pod, "Normal", "Started", f"Started container {rec.name}")
         rec.started_at = _parse_time(proc.started_at)
         rec.started = container is None or container.startup_probe is None
         rec.ready = container is None or container.readiness_probe is None
@@ -728,6 +736,13 @@ class Edged:
             container_id=proc.container_id if proc else "",
         )
 
+    def _event(self, pod: _Pod, type_: str, reason: str, message: str) -> None:
+        if self.events is not None:
+            try:
+                self.events(pod.pod, type_, reason, message)
+            except Exception:  # an event is a report: it must never break supervision
+                log.exception("recording event %s for pod %s/%s failed", reason, pod.namespace, pod.name)
+
     def _on_exit(self, pod: _Pod, rec: _Container, info: ExitInfo) -> None:
         log.info(
             "container exited pod=%s/%s container=%s code=%d reason=%s",
@@ -759,6 +774,15 @@ class Edged:
                     rec.backoff_delay, ran_for, self.backoff_base, self.backoff_max
                 )
                 rec.backoff_until = info.finished_at + rec.backoff_delay
+                if info.exit_code != 0:
+                    self._event(
+                        pod,
+                        "Warning",
+                        "BackOff",
+                        f"Back-off restarting failed container {rec.name} in pod {pod.name}",
+                    )
+        if info.reason == "StartError":
+            self._event(pod, "Warning", "Failed", f"Error: {info.message or 'the container could not start'}")
         rec.save()
         self._wake.set()
 
@@ -770,6 +794,7 @@ class Edged:
             "killing container pod=%s/%s container=%s: %s", pod.namespace, pod.name, rec.name, action.message
         )
         rec.phase = "stopping"
+        self._event(pod, "Normal", "Killing", f"Stopping container {rec.name}: {action.message}")
         rec.restart_now = "definition changed" in action.message
         rec.save()
         rec.op = self._spawn(rec, self._do_stop(pod, rec, proc), self._task_name(pod, rec, "stop"))
@@ -829,6 +854,7 @@ class Edged:
                     break
                 if state.result is False:
                     rec.probe_failed = f"Startup probe failed: {message}"
+                    self._event(pod, "Warning", "Unhealthy", rec.probe_failed)
                     self._wake.set()
                     return
         rec.started = True
@@ -838,13 +864,16 @@ class Edged:
             async for state, message in attempts(probe):
                 if state.result is False and current():
                     rec.probe_failed = f"Liveness probe failed: {message}"
+                    self._event(pod, "Warning", "Unhealthy", rec.probe_failed)
                     self._wake.set()
                     return
 
         async def readiness(probe: Probe) -> None:
-            async for state, _message in attempts(probe):
+            async for state, message in attempts(probe):
                 ready = state.result is True
                 if ready != rec.ready and current():
+                    if not ready:
+                        self._event(pod, "Warning", "Unhealthy", f"Readiness probe failed: {message}")
                     rec.ready = ready
                     self._wake.set()
 

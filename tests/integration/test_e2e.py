@@ -254,6 +254,16 @@ async def test_cloud_down_then_edge_killed_workloads_survive_and_history_arrives
                 if db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0:
                     break
             await asyncio.sleep(0.1)
+    # The kubelet-style events recorded on the edge, offline included, are at the cloud too.
+    flaky_name = flaky["metadata"]["name"]
+    await cluster.wait_until(
+        f"/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{flaky_name}",
+        lambda lst: (
+            {"Started", "BackOff"} <= {e["reason"] for e in lst["items"]}
+            and any(e["reason"] == "BackOff" and e.get("count", 1) > 1 for e in lst["items"])
+        ),
+        what="Started and repeated BackOff events",
+    )
 
 
 async def test_blackholed_link_node_goes_not_ready_and_recovers(cluster: LocalCluster) -> None:
