@@ -69,6 +69,12 @@ class CloudStream:
                 self._accepted.set_exception(exc)
             self._finish(StreamClosed(exc.message))
         elif msg.operation == "update":
+            if self._chunks.qsize() >= 2 * streams.WINDOW:
+                # More than the credit we granted: a broken or hostile edge. Bounded memory wins.
+                log.warning("stream %s: the node sent past its credit; ending the stream", self.sid)
+                self._send(streams.close(self.sid, "credit exceeded"))
+                self._finish(StreamClosed("the node sent more than it was allowed to"))
+                return
             self._chunks.put_nowait(content)
         elif msg.operation == "delete":
             self.result = content
@@ -110,11 +116,11 @@ class CloudStream:
                 return
             if isinstance(item, Exception):
                 raise item
-            yield item
             self._consumed += 1
             if self._consumed >= streams.WINDOW // 2 and not self.closed:
                 self._send(streams.credit(self.sid, self._consumed))
                 self._consumed = 0
+            yield item
 
     def send_input(self, content: dict[str, Any]) -> None:
         """Client -> edge (exec stdin, resize). Not credit-paced: a person types slower than any link."""

@@ -7,8 +7,9 @@ header ``X-FleetOps-Source: edge-cache`` and ``X-FleetOps-Cloud-Connected: true|
 carry the annotation ``fleetops.io/cloud-connected`` so a UI can show its "offline" banner from the object.
 
 Writes go to the cloud, which owns the desired state. The one allowed offline operation is
-``POST /api/v1/namespaces/{ns}/pods/{name}/restart`` (202; the containers restart locally and the cloud
-learns of it through the usual status reports). Every other write is answered 405 with a Status naming it.
+``POST /api/v1/namespaces/{ns}/pods/{name}/restart`` with the header ``X-FleetOps-Request: restart``
+(202; the containers restart locally and the cloud learns of it through the usual status reports). Every
+other write is answered 405 with a Status naming it.
 
 NO AUTHENTICATION: anyone who can connect can read every pod spec (environment variables included) and
 logs, and restart pods. That is why it binds to 127.0.0.1 by default: access is whoever can log in to the
@@ -381,7 +382,8 @@ class LocalApi:
         target = request.target.decode("ascii", "replace")
         started = time.monotonic()
         try:
-            response = self._route(method, target, conn)
+            request_headers = {k.lower(): v for k, v in request.headers}
+            response = self._route(method, target, conn, request_headers)
         except _Reply as reply:
             response = _Response(reply.code, json.dumps(reply.status()).encode())
             if reply.code == 405:
@@ -427,7 +429,9 @@ class LocalApi:
 
     # -- routes -------------------------------------------------------------------------------------
 
-    def _route(self, method: str, target: str, conn: _Conn) -> _Response:
+    def _route(
+        self, method: str, target: str, conn: _Conn, headers: dict[bytes, bytes] | None = None
+    ) -> _Response:
         url = urlsplit(target)
         query = parse_qs(url.query, keep_blank_values=True)
         parts = [unquote(p) for p in url.path.strip("/").split("/")] if url.path.strip("/") else []
@@ -438,6 +442,10 @@ class LocalApi:
             and parts[4] == "pods"
             and parts[6] == "restart"
         ):
+            if (headers or {}).get(b"x-fleetops-request") != b"restart":
+                # A browser page on this box can POST a plain form to localhost, but cannot add a header
+                # without a CORS preflight we never answer: this keeps restarts to deliberate clients.
+                raise _Reply(403, "Forbidden", "restart needs the header 'X-FleetOps-Request: restart'")
             return self._restart(parts[3], parts[5])
         if method not in ("GET", "HEAD"):
             allowed = _RESTART_PATH if self._restart_pod is not None else "none"

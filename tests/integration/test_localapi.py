@@ -252,14 +252,21 @@ async def test_follow_ends_cleanly_when_the_server_stops(edge: Edge) -> None:
         assert await r.content.read() == b"line 2\nline 3\n"  # the chunked body ends properly: no error
 
 
+RESTART = {"X-FleetOps-Request": "restart"}
+
+
 async def test_restart_is_the_one_allowed_write(edge: Edge) -> None:
+    # Without the header (what a browser form on this box would send) the restart is refused.
     async with edge.http.post(edge.url("/api/v1/namespaces/site/pods/web/restart")) as r:
+        assert r.status == 403 and "X-FleetOps-Request" in (await r.json())["message"]
+    assert edge.restarted == []
+    async with edge.http.post(edge.url("/api/v1/namespaces/site/pods/web/restart"), headers=RESTART) as r:
         assert r.status == 202
         body = await r.json()
     assert body["kind"] == "Status"
     assert body["status"] == "Success"
     assert edge.restarted == ["uid-web"]
-    async with edge.http.post(edge.url("/api/v1/namespaces/site/pods/nope/restart")) as r:
+    async with edge.http.post(edge.url("/api/v1/namespaces/site/pods/nope/restart"), headers=RESTART) as r:
         assert r.status == 404
     assert edge.restarted == ["uid-web"]
 
