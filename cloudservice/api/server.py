@@ -22,7 +22,8 @@ mid-stream.
 Deliberately not done: server-side apply (``application/apply-patch+yaml`` answers 415 with a message;
 kubectl's default client-side apply works), OpenAPI schemas (``openapi.py`` publishes only what makes
 kubectl leave validation to the server; ``/openapi/v2`` answers 404),
-aggregated discovery (legacy discovery is answered; see ``discovery.py``), protobuf, pagination
+aggregated discovery (legacy discovery is answered; see ``discovery.py``), protobuf beyond the request
+bodies of the kinds kubectl's ``create`` subcommands send (``kprotobuf.py``; responses are JSON), pagination
 (``limit``/``continue`` are accepted and the whole list is returned), cascading deletion (garbage
 collection of owned objects belongs to the controllers; ``propagationPolicy`` is validated and ignored),
 authorization beyond "a known bearer token", and the namespace lifecycle controller (deleting a namespace
@@ -48,7 +49,7 @@ from aiohttp import web
 
 from app.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from app.resources import ALL, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
-from cloudservice.api import discovery, metricsapi, openapi, strategy, tables
+from cloudservice.api import discovery, kprotobuf, metricsapi, openapi, strategy, tables
 from cloudservice.api.podexec import pod_exec
 from cloudservice.api.podlogs import StreamOpener, pod_log
 from cloudservice.api.selectors import (
@@ -309,6 +310,11 @@ class _Api:
             if required:
                 raise bad_request("the request body is empty")
             return None
+        if request.content_type == kprotobuf.PROTOBUF_CONTENT_TYPE:
+            try:
+                return kprotobuf.decode_k8s_protobuf(raw)
+            except kprotobuf.ProtobufDecodeError as exc:
+                raise bad_request(f"the request body is not valid Kubernetes protobuf: {exc}") from exc
         try:
             if request.content_type in _YAML_TYPES:
                 return yaml.safe_load(raw)
