@@ -86,6 +86,21 @@ CONFIGMAPS = ResourceType(
 )
 SECRETS = ResourceType("", "v1", "Secret", "secrets", namespaced=True, singular="secret")
 
+# KubeEdge's device API (pkg/apis/devices/v1beta1); typed views and validation live in ``app.devices``.
+DEVICES_GROUP = "devices.kubeedge.io"
+DEVICES = ResourceType(
+    DEVICES_GROUP, "v1beta1", "Device", "devices", namespaced=True, short_names=("dev",), singular="device"
+)
+DEVICEMODELS = ResourceType(
+    DEVICES_GROUP,
+    "v1beta1",
+    "DeviceModel",
+    "devicemodels",
+    namespaced=True,
+    short_names=("dm",),
+    singular="devicemodel",
+)
+
 ALL: tuple[ResourceType, ...] = (
     NODES,
     PODS,
@@ -95,6 +110,8 @@ ALL: tuple[ResourceType, ...] = (
     REPLICASETS,
     CONFIGMAPS,
     SECRETS,
+    DEVICES,
+    DEVICEMODELS,
 )
 _BY_PLURAL: dict[tuple[str, str], ResourceType] = {(r.group, r.plural): r for r in ALL}
 _BY_KIND: dict[tuple[str, str], ResourceType] = {(r.api_version, r.kind): r for r in ALL}

@@ -23,6 +23,11 @@ need their keys (``kubernetes.io/tls`` needs ``tls.crt`` and ``tls.key``...), an
 ``immutable: true`` may change neither its data nor that flag, and the data of one object is at most 1 MiB.
 Secret values are never put in a message: a bad base64 value is reported by key only.
 
+Devices and DeviceModels (``devices.kubeedge.io/v1beta1``) are validated by ``app.devices.parse_device`` and
+``parse_device_model``, the parsers the edge's devicetwin runs; like KubeEdge's CRDs they have no /status
+subresource and no server-side defaults (a null anywhere in them is dropped, as for every kind). Whether a
+Device's properties exist in its model is the device controller's check: the model may be created later.
+
 Deliberately not done: admission plugins, quota, defaulting of fields the process runtime ignores
 (security contexts), and pod spec immutability beyond the rule the apiserver enforces most visibly (only
 images, activeDeadlineSeconds, tolerations and a first nodeName may change).
@@ -36,11 +41,14 @@ import copy
 import re
 from typing import Any
 
+from app.devices import parse_device, parse_device_model
 from app.errors import ValidationError
 from app.model import DEFAULT_VOLUME_MODE, config_key_problem, parse_pod_spec
 from app.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
+    DEVICEMODELS,
+    DEVICES,
     NAMESPACES,
     PODS,
     REPLICASETS,
@@ -222,6 +230,8 @@ def apply_defaults(rt: ResourceType, obj: JSONObject) -> None:
         if obj.get("type") in (None, ""):
             obj["type"] = SECRET_DEFAULT_TYPE
         merge_string_data(obj)
+    if rt is DEVICES:
+        drop_nulls(obj.get("status"))
     if rt is PODS and isinstance(obj.get("spec"), dict):
         default_pod_spec(obj["spec"])
     elif rt is DEPLOYMENTS:
@@ -351,6 +361,27 @@ def _metadata_causes(rt: ResourceType, obj: JSONObject) -> list[Cause]:
     if fin is not None and (not isinstance(fin, list) or not all(isinstance(f, str) and f for f in fin)):
         causes.append(Cause("metadata.finalizers", "Invalid value: must be a list of non-empty strings"))
     return causes
+
+
+def _device_causes(rt: ResourceType, obj: JSONObject) -> list[Cause]:
+    try:
+        if rt is DEVICES:
+            parse_device(obj)
+        else:
+            parse_device_model(obj)
+    except ValidationError as exc:
+        return [Cause(exc.field, exc.message, _cause_reason(exc.message))]
+    return []
+
+
+def _cause_reason(message: str) -> str:
+    if message.startswith("Required value"):
+        return "FieldValueRequired"
+    if message.startswith("Unsupported value"):
+        return "FieldValueNotSupported"
+    if message.startswith("Duplicate value"):
+        return "FieldValueDuplicate"
+    return "FieldValueInvalid"
 
 
 def _pod_spec_causes(spec: Any, field: str) -> list[Cause]:
@@ -658,5 +689,7 @@ def validate(rt: ResourceType, obj: JSONObject, old: JSONObject | None = None) -
             causes += _pod_update_causes(obj, old)
     elif rt in (DEPLOYMENTS, REPLICASETS):
         causes += _workload_causes(rt, obj, old)
+    elif rt in (DEVICES, DEVICEMODELS):
+        causes += _device_causes(rt, obj)
     if causes:
         raise invalid(rt, str(_d(obj.get("metadata")).get("name") or ""), causes)

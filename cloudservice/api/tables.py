@@ -330,6 +330,28 @@ def _secret_row(secret: JSONObject) -> Cells:
     ]
 
 
+def _device_row(device: JSONObject) -> Cells:
+    spec, status = _dict(device.get("spec")), _dict(device.get("status"))
+    return [
+        _meta(device).get("name", ""),
+        _dict(spec.get("deviceModelRef")).get("name") or "<none>",
+        spec.get("nodeName") or "<none>",
+        _dict(spec.get("protocol")).get("protocolName") or "<none>",
+        status.get("state") or "<unknown>",
+        age(_meta(device).get("creationTimestamp")),
+    ]
+
+
+def _devicemodel_row(model: JSONObject) -> Cells:
+    spec = _dict(model.get("spec"))
+    return [
+        _meta(model).get("name", ""),
+        spec.get("protocol") or "<none>",
+        len(_list(spec.get("properties"))),
+        age(_meta(model).get("creationTimestamp")),
+    ]
+
+
 _NAME: Column = ("Name", "string", 0, "Name must be unique within a namespace.")
 _AGE: Column = (
     "Age",
@@ -410,6 +432,26 @@ _TABLES: dict[str, tuple[list[Column], Callable[[JSONObject], Cells]]] = {
             _AGE,
         ],
         _secret_row,
+    ),
+    "Device": (
+        [
+            _NAME,
+            ("Model", "string", 0, "The DeviceModel this device is an instance of."),
+            ("Node", "string", 0, "The edge node the device is bound to."),
+            ("Protocol", "string", 0, "The protocol used to reach the device."),
+            ("State", "string", 0, "The device state reported by the edge."),
+            _AGE,
+        ],
+        _device_row,
+    ),
+    "DeviceModel": (
+        [
+            _NAME,
+            ("Protocol", "string", 0, "The protocol of devices of this model."),
+            ("Properties", "integer", 0, "Number of properties in the model."),
+            _AGE,
+        ],
+        _devicemodel_row,
     ),
     "Event": (
         [

@@ -143,7 +143,7 @@ async def test_discovery_documents(api: Api) -> None:
     assert by_name["pods"]["singularName"] == "pod" and "watch" in by_name["pods"]["verbs"]
     assert by_name["nodes"]["namespaced"] is False
     code, groups = await api.call("GET", "/apis")
-    assert [g["name"] for g in groups["groups"]] == ["apps"]
+    assert [g["name"] for g in groups["groups"]] == ["apps", "devices.kubeedge.io"]
     code, apps = await api.call("GET", "/apis/apps/v1")
     by_name = {r["name"]: r for r in apps["resources"]}
     assert (

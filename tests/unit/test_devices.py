@@ -1,0 +1,367 @@
+"""Device and DeviceModel validation: every bad input names its field; good input parses into typed views."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from app.devices import (
+    ModelProperty,
+    check_device_against_model,
+    check_value,
+    parse_device,
+    parse_device_model,
+)
+from app.errors import ValidationError
+
+
+def _model() -> dict[str, Any]:
+    return {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "DeviceModel",
+        "metadata": {"name": "thermo", "namespace": "default"},
+        "spec": {
+            "protocol": "modbus",
+            "properties": [
+                {
+                    "name": "temperature",
+                    "type": "FLOAT",
+                    "accessMode": "ReadOnly",
+                    "minimum": "-40",
+                    "maximum": "125",
+                    "unit": "C",
+                },
+                {
+                    "name": "setpoint",
+                    "type": "INT",
+                    "accessMode": "ReadWrite",
+                    "minimum": "0",
+                    "maximum": "100",
+                },
+                {"name": "enabled", "type": "BOOLEAN", "accessMode": "ReadWrite"},
+            ],
+        },
+    }
+
+
+def _device() -> dict[str, Any]:
+    return {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": "thermo-1", "namespace": "default"},
+        "spec": {
+            "deviceModelRef": {"name": "thermo"},
+            "nodeName": "edge-1",
+            "protocol": {"protocolName": "modbus", "configData": {"ip": "127.0.0.1", "port": 502}},
+            "properties": [
+                {
+                    "name": "temperature",
+                    "visitors": {
+                        "protocolName": "modbus",
+                        "configData": {"register": "InputRegister", "offset": 0, "limit": 1, "scale": 0.1},
+                    },
+                    "reportCycle": 1000,
+                    "collectCycle": 500,
+                    "reportToCloud": True,
+                },
+                {
+                    "name": "setpoint",
+                    "desired": {"value": "21", "metadata": {"timestamp": "1700000000000"}},
+                    "visitors": {
+                        "protocolName": "modbus",
+                        "configData": {"register": "HoldingRegister", "offset": 3, "isSwap": True},
+                    },
+                },
+            ],
+        },
+        "status": {
+            "state": "online",
+            "twins": [{"propertyName": "setpoint", "reported": {"value": "20"}}],
+        },
+    }
+
+
+def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """``base`` deep-copied with the dotted ``path`` set (or deleted when ``value`` is ``...``)."""
+    obj = copy.deepcopy(base)
+    cur: Any = obj
+    keys = path.split(".")
+    for k in keys[:-1]:
+        cur = cur[int(k)] if isinstance(cur, list) else cur[k]
+    last = keys[-1]
+    if value is ...:
+        del cur[last]
+    elif isinstance(cur, list):
+        cur[int(last)] = value
+    else:
+        cur[last] = value
+    return obj
+
+
+def test_good_model_parses() -> None:
+    model = parse_device_model(_model())
+    assert model.name == "thermo" and model.protocol == "modbus"
+    temp = model.property("temperature")
+    assert temp is not None and temp.type == "FLOAT" and not temp.writable and temp.unit == "C"
+    assert model.property("missing") is None
+
+
+def test_good_device_parses() -> None:
+    dev = parse_device(_device())
+    assert (dev.name, dev.model_ref, dev.node_name) == ("thermo-1", "thermo", "edge-1")
+    assert dev.protocol.config_data == {"ip": "127.0.0.1", "port": 502}
+    temp = dev.property("temperature")
+    assert temp is not None and temp.visitors.modbus is not None
+    assert temp.visitors.modbus.register == "InputRegister" and temp.visitors.modbus.scale == 0.1
+    assert (temp.report_cycle, temp.collect_cycle, temp.report_to_cloud) == (1000, 500, True)
+    setpoint = dev.property("setpoint")
+    assert setpoint is not None and setpoint.desired is not None and setpoint.desired.value == "21"
+    assert setpoint.visitors.modbus is not None and setpoint.visitors.modbus.is_swap
+    assert dev.status.state == "online" and dev.status.twins[0].reported is not None
+    check_device_against_model(dev, parse_device_model(_model()))
+
+
+def test_opcua_visitor_parses() -> None:
+    obj = _with(_device(), "spec.protocol.protocolName", "opcua")
+    for i in (0, 1):
+        obj["spec"]["properties"][i]["visitors"] = {
+            "protocolName": "opcua",
+            "configData": {"nodeID": f"ns=2;i={i}"},
+        }
+    dev = parse_device(obj)
+    assert [p.visitors.opcua.node_id for p in dev.properties if p.visitors.opcua] == ["ns=2;i=0", "ns=2;i=1"]
+
+
+def test_nested_field_prefix() -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_device(_with(_device(), "spec.nodeName", 7), field="content")
+    assert err.value.field == "content.spec.nodeName"
+
+
+P0 = "spec.properties.0"
+BAD_MODELS: list[tuple[str, str, Any, str, str]] = [
+    ("no spec", "spec", ..., "spec", "Required"),
+    ("no protocol", "spec.protocol", ..., "spec.protocol", "Required"),
+    ("no properties", "spec.properties", [], "spec.properties", "Required"),
+    ("properties not a list", "spec.properties", {}, "spec.properties", "list"),
+    ("property not an object", P0, "x", "spec.properties[0]", "object"),
+    ("no name", f"{P0}.name", ..., "spec.properties[0].name", "Required"),
+    ("bad name chars", f"{P0}.name", "temp erature", "spec.properties[0].name", "characters"),
+    ("bad type", f"{P0}.type", "LONG", "spec.properties[0].type", "Unsupported"),
+    ("no type", f"{P0}.type", ..., "spec.properties[0].type", "Required"),
+    ("bad access mode", f"{P0}.accessMode", "WriteOnly", "spec.properties[0].accessMode", "Unsupported"),
+    ("min not a number", f"{P0}.minimum", "cold", "spec.properties[0].minimum", "FLOAT"),
+    ("min above max", f"{P0}.minimum", "200", "spec.properties[0].maximum", "minimum"),
+    ("int min not an int", "spec.properties.1.minimum", "1.5", "spec.properties[1].minimum", "INT"),
+    ("bound on boolean", "spec.properties.2.maximum", "1", "spec.properties[2].maximum", "numeric"),
+    ("unit not a string", f"{P0}.unit", 3, "spec.properties[0].unit", "string"),
+    ("duplicate name", "spec.properties.1.name", "temperature", "spec.properties[1].name", "Duplicate"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"), [c[1:] for c in BAD_MODELS], ids=[c[0] for c in BAD_MODELS]
+)
+def test_bad_model_names_field(path: str, value: Any, field: str, message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_device_model(_with(_model(), path, value))
+    assert err.value.field == field
+    assert message in err.value.message
+
+
+V = "spec.properties.0.visitors"
+VF = "spec.properties[0].visitors"
+BAD_DEVICES: list[tuple[str, str, Any, str, str]] = [
+    ("no model ref", "spec.deviceModelRef", ..., "spec.deviceModelRef", "Required"),
+    ("empty model ref name", "spec.deviceModelRef.name", "", "spec.deviceModelRef.name", "Required"),
+    ("node name not a string", "spec.nodeName", 1, "spec.nodeName", "string"),
+    ("no protocol", "spec.protocol", ..., "spec.protocol", "Required"),
+    ("no protocol name", "spec.protocol.protocolName", ..., "spec.protocol.protocolName", "Required"),
+    ("configData not an object", "spec.protocol.configData", [], "spec.protocol.configData", "object"),
+    ("property name missing", "spec.properties.0.name", ..., "spec.properties[0].name", "Required"),
+    ("duplicate property", "spec.properties.1.name", "temperature", "spec.properties[1].name", "Duplicate"),
+    ("no visitors", V, ..., VF, "Required"),
+    ("visitor protocol differs", f"{V}.protocolName", "opcua", f"{VF}.protocolName", "differs"),
+    ("no register", f"{V}.configData.register", ..., f"{VF}.configData.register", "Required"),
+    ("bad register", f"{V}.configData.register", "Coil", f"{VF}.configData.register", "Unsupported"),
+    ("no offset", f"{V}.configData.offset", ..., f"{VF}.configData.offset", "Required"),
+    ("negative offset", f"{V}.configData.offset", -1, f"{VF}.configData.offset", ">= 0"),
+    ("offset too big", f"{V}.configData.offset", 70000, f"{VF}.configData.offset", "<= 65535"),
+    ("offset a string", f"{V}.configData.offset", "1", f"{VF}.configData.offset", "integer"),
+    ("zero limit", f"{V}.configData.limit", 0, f"{VF}.configData.limit", ">= 1"),
+    ("scale not a number", f"{V}.configData.scale", "x", f"{VF}.configData.scale", "number"),
+    ("zero scale", f"{V}.configData.scale", 0, f"{VF}.configData.scale", "not be 0"),
+    ("isSwap not bool", f"{V}.configData.isSwap", "yes", f"{VF}.configData.isSwap", "boolean"),
+    (
+        "isRegisterSwap not bool",
+        f"{V}.configData.isRegisterSwap",
+        1,
+        f"{VF}.configData.isRegisterSwap",
+        "boolean",
+    ),
+    ("dataType not a string", f"{V}.configData.dataType", 4, f"{VF}.configData.dataType", "string"),
+    ("modbus without configData", f"{V}.configData", ..., f"{VF}.configData", "Required"),
+    ("reportCycle negative", "spec.properties.0.reportCycle", -5, "spec.properties[0].reportCycle", ">= 0"),
+    (
+        "collectCycle a string",
+        "spec.properties.0.collectCycle",
+        "1s",
+        "spec.properties[0].collectCycle",
+        "integer",
+    ),
+    (
+        "reportToCloud a string",
+        "spec.properties.0.reportToCloud",
+        "true",
+        "spec.properties[0].reportToCloud",
+        "boolean",
+    ),
+    ("desired not an object", "spec.properties.1.desired", "21", "spec.properties[1].desired", "object"),
+    (
+        "desired value a number",
+        "spec.properties.1.desired.value",
+        21,
+        "spec.properties[1].desired.value",
+        "string",
+    ),
+    (
+        "desired metadata not strings",
+        "spec.properties.1.desired.metadata",
+        {"timestamp": 1},
+        "spec.properties[1].desired.metadata.timestamp",
+        "string",
+    ),
+    (
+        "desired value too long",
+        "spec.properties.1.desired.value",
+        "x" * 513,
+        "spec.properties[1].desired.value",
+        "512",
+    ),
+    ("status twins not a list", "status.twins", {}, "status.twins", "list"),
+    ("status twin no name", "status.twins.0.propertyName", ..., "status.twins[0].propertyName", "Required"),
+    (
+        "reported value a bool",
+        "status.twins.0.reported",
+        {"value": True},
+        "status.twins[0].reported.value",
+        "string",
+    ),
+    ("state not a string", "status.state", 1, "status.state", "string"),
+    ("lastOnlineTime not a string", "status.lastOnlineTime", 1, "status.lastOnlineTime", "string"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"), [c[1:] for c in BAD_DEVICES], ids=[c[0] for c in BAD_DEVICES]
+)
+def test_bad_device_names_field(path: str, value: Any, field: str, message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_device(_with(_device(), path, value))
+    assert err.value.field == field
+    assert message in err.value.message
+
+
+def test_opcua_needs_node_id() -> None:
+    obj = _with(_device(), "spec.protocol.protocolName", "opcua")
+    obj["spec"]["properties"] = [{"name": "t", "visitors": {"protocolName": "opcua", "configData": {}}}]
+    with pytest.raises(ValidationError) as err:
+        parse_device(obj)
+    assert err.value.field == "spec.properties[0].visitors.configData.nodeID"
+
+
+AGAINST_MODEL: list[tuple[str, str, Any, str, str]] = [
+    ("unknown property", "spec.properties.0.name", "humidity", "spec.properties[0].name", "not a property"),
+    ("protocol differs", "spec.protocol.protocolName", "opcua", "spec.protocol.protocolName", "differs"),
+    (
+        "desired out of range",
+        "spec.properties.1.desired.value",
+        "101",
+        "spec.properties[1].desired.value",
+        "maximum",
+    ),
+    (
+        "desired wrong type",
+        "spec.properties.1.desired.value",
+        "2.5",
+        "spec.properties[1].desired.value",
+        "INT",
+    ),
+    (
+        "desired on a ReadOnly property",
+        "spec.properties.0.desired",
+        {"value": "20"},
+        "spec.properties[0].desired.value",
+        "ReadOnly",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"), [c[1:] for c in AGAINST_MODEL], ids=[c[0] for c in AGAINST_MODEL]
+)
+def test_device_against_model(path: str, value: Any, field: str, message: str) -> None:
+    obj = _with(_device(), path, value)
+    if path == "spec.protocol.protocolName":  # keep the visitors consistent so only the model check fails
+        for p in obj["spec"]["properties"]:
+            p["visitors"] = {"protocolName": "opcua", "configData": {"nodeID": "ns=1;i=1"}}
+    with pytest.raises(ValidationError) as err:
+        check_device_against_model(parse_device(obj), parse_device_model(_model()))
+    assert err.value.field == field
+    assert message in err.value.message
+
+
+_INT = ModelProperty("setpoint", "INT", "ReadWrite", minimum="0", maximum="100")
+_FLOAT = ModelProperty("temp", "DOUBLE", "ReadWrite", minimum="-40.5", maximum="125")
+_RO = ModelProperty("temp", "FLOAT", "ReadOnly")
+_BOOL = ModelProperty("on", "BOOLEAN", "ReadWrite")
+_STR = ModelProperty("label", "STRING", "ReadWrite")
+_BYTES = ModelProperty("blob", "BYTES", "ReadWrite")
+
+VALUES: list[tuple[str, ModelProperty, str, bool, str | None]] = [
+    ("int ok", _INT, "42", True, None),
+    ("int with sign", _INT, "+7", True, None),
+    ("int at minimum", _INT, "0", True, None),
+    ("int at maximum", _INT, "100", True, None),
+    ("int below minimum", _INT, "-1", True, "minimum"),
+    ("int above maximum", _INT, "101", True, "maximum"),
+    ("int not a number", _INT, "ten", True, "INT"),
+    ("int with a fraction", _INT, "1.0", True, "INT"),
+    ("int with spaces", _INT, " 1", True, "INT"),
+    ("int beyond int64", _INT, str(2**63), True, "INT"),
+    ("double ok", _FLOAT, "21.5", True, None),
+    ("double exponent", _FLOAT, "1e2", True, None),
+    ("double below minimum", _FLOAT, "-41", True, "minimum"),
+    ("double nan", _FLOAT, "nan", True, "DOUBLE"),
+    ("double inf", _FLOAT, "inf", True, "DOUBLE"),
+    ("double garbage", _FLOAT, "warm", True, "DOUBLE"),
+    ("read-only write", _RO, "20", True, "ReadOnly"),
+    ("read-only reading", _RO, "20", False, None),
+    ("bool true", _BOOL, "true", True, None),
+    ("bool capitalised", _BOOL, "True", True, "true or false"),
+    ("bool number", _BOOL, "1", True, "true or false"),
+    ("string anything", _STR, "hello world", True, None),
+    ("string too long", _STR, "x" * 513, True, "512"),
+    ("bytes anything", _BYTES, "AAEC", True, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("prop", "value", "write", "problem"), [c[1:] for c in VALUES], ids=[c[0] for c in VALUES]
+)
+def test_check_value(prop: ModelProperty, value: str, write: bool, problem: str | None) -> None:
+    if problem is None:
+        check_value(prop, value, write=write)
+        return
+    with pytest.raises(ValidationError) as err:
+        check_value(prop, value, write=write)
+    assert err.value.field == prop.name
+    assert problem in err.value.message
+
+
+def test_check_value_uses_given_field() -> None:
+    with pytest.raises(ValidationError) as err:
+        check_value(_INT, "x", field="twin.setpoint.expected")
+    assert err.value.field == "twin.setpoint.expected"
