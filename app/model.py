@@ -640,7 +640,7 @@ def _probe_port(value: Any, path: str, ports: tuple[ContainerPort, ...]) -> int:
         for port in ports:
             if port.name == value:
                 return port.container_port
-        if value.isdigit():  # Kubernetes accepts an int-or-string; "8080" is a number.
+        if value.isdecimal() and value.isascii():  # Kubernetes accepts an int-or-string; "8080" is a number.
             return _port_number(int(value), path)
         raise ValidationError(path, f"named port {value!r} is not defined in the container's ports")
     return _port_number(value, path)

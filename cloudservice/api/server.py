@@ -194,21 +194,43 @@ def wants_table(request: web.Request) -> bool:
     return False
 
 
+# The largest integer a query parameter may carry: int64, as the apiserver parses them.
+_MAX_QUERY_INT = (1 << 63) - 1
+
+
 def _query_int(request: web.Request, key: str) -> int | None:
     raw = request.query.get(key)
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
-        raise bad_request(f"{key}: invalid integer {raw!r}") from exc
+        raise bad_request(f"{key}: invalid integer {raw[:40]!r}") from exc
+    if abs(value) > _MAX_QUERY_INT:
+        raise bad_request(f"{key}: value out of range")
+    return value
+
+
+class _JsonYamlLoader(yaml.SafeLoader):
+    """YAML as the apiserver reads it: a JSON superset, so timestamps stay strings (not datetimes)."""
+
+
+_JsonYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _query_bool(request: web.Request, key: str) -> bool:
     return request.query.get(key, "").lower() in ("1", "true")
 
 
+# A grace period beyond ~31 years is as good as forever, and larger ones overflow the date arithmetic.
+_MAX_GRACE_SECONDS = 10**9
+
+
 def _now_plus(seconds: int) -> str:
+    seconds = min(seconds, _MAX_GRACE_SECONDS)
     return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -315,14 +337,16 @@ class _Api:
                 return kprotobuf.decode_k8s_protobuf(raw)
             except kprotobuf.ProtobufDecodeError as exc:
                 raise bad_request(f"the request body is not valid Kubernetes protobuf: {exc}") from exc
+        fmt = "YAML" if request.content_type in _YAML_TYPES else "JSON"
         try:
-            if request.content_type in _YAML_TYPES:
-                return yaml.safe_load(raw)
-            return json.loads(raw)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise bad_request(
-                f"the request body is not valid {'YAML' if 'yaml' in request.content_type else 'JSON'}: {exc}"
-            ) from exc
+            body = yaml.load(raw, Loader=_JsonYamlLoader) if fmt == "YAML" else json.loads(raw)  # noqa: S506
+            # What is stored must be JSON in UTF-8: no YAML-only types (sets, binary), no lone surrogates.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except RecursionError as exc:
+            raise bad_request(f"the request body is not valid {fmt}: nested too deeply") from exc
+        except (ValueError, TypeError, yaml.YAMLError) as exc:
+            raise bad_request(f"the request body is not valid {fmt}: {exc}") from exc
+        return body
 
     async def read_object(
         self, request: web.Request, t: Target, *, kind: str = "", api_version: str = ""
@@ -607,7 +631,8 @@ class _Api:
         grace = options.get("gracePeriodSeconds")
         if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int)):
             raise bad_request("deleteOptions.gracePeriodSeconds must be an integer")
-        opts = DeleteOptions(max(grace, 0) if grace is not None else None, "", "", "", False)
+        dry_run = bool(request.query.get("dryRun") or options.get("dryRun"))
+        opts = DeleteOptions(max(grace, 0) if grace is not None else None, "", "", "", dry_run)
         await self.delete_one(PODS, t.ns, t.name, opts)
         return json_response(_success(t.name, "pods", 201), 201)
 
@@ -628,6 +653,9 @@ class _Api:
             spec["nodeName"] = node
             return cur
 
+        if request.query.get("dryRun"):
+            fn(await self.store.get(t.rt, t.ns, t.name))  # the same checks, nothing written
+            return json_response(_success(t.name, "pods", 201), 201)
         await self.store.guaranteed_update(t.rt, t.ns, t.name, fn)
         return json_response(_success(t.name, "pods", 201), 201)
 
@@ -680,6 +708,15 @@ class _Api:
                 kind="namespaces",
             )
         if t.rt is NAMESPACES and not opts.dry_run:
+            # Preconditions first: a delete refused for them must not have emptied the namespace already.
+            current = await self.store.get(NAMESPACES, "", t.name)
+            meta = current.get("metadata") or {}
+            if (opts.uid and opts.uid != meta.get("uid")) or (
+                opts.resource_version and opts.resource_version != _rv(current)
+            ):
+                raise conflict(
+                    t.rt, t.name, "Precondition failed: the namespace does not match the preconditions"
+                )
             await self.empty_namespace(t.name)
         return json_response(await self.delete_one(t.rt, t.ns, t.name, opts))
 

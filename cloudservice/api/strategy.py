@@ -124,13 +124,18 @@ def default_pull_policy(image: str) -> str:
 _PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}
 
 
+def _items(value: Any) -> list[Any]:
+    """A list field as defaulting may walk it: defaults run before validation, which reports wrong types."""
+    return value if isinstance(value, list) else []
+
+
 def default_pod_spec(spec: JSONObject) -> None:
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("securityContext", {})
-    for volume in spec.get("volumes") or []:
+    for volume in _items(spec.get("volumes")):
         if not isinstance(volume, dict):
             continue
         for source in ("configMap", "secret"):
@@ -139,7 +144,7 @@ def default_pod_spec(spec: JSONObject) -> None:
         if isinstance(volume.get("hostPath"), dict):
             volume["hostPath"].setdefault("type", "")
     for key in ("initContainers", "containers"):
-        for c in spec.get(key) or []:
+        for c in _items(spec.get(key)):
             if not isinstance(c, dict):
                 continue
             if isinstance(c.get("image"), str):
@@ -147,7 +152,7 @@ def default_pod_spec(spec: JSONObject) -> None:
             c.setdefault("terminationMessagePath", "/dev/termination-log")
             c.setdefault("terminationMessagePolicy", "File")
             c.setdefault("resources", {})
-            for p in c.get("ports") or []:
+            for p in _items(c.get("ports")):
                 if isinstance(p, dict):
                     p.setdefault("protocol", "TCP")
             for probe_key in ("livenessProbe", "readinessProbe", "startupProbe"):
@@ -160,8 +165,9 @@ def default_pod_spec(spec: JSONObject) -> None:
                     if isinstance(http, dict):
                         http.setdefault("path", "/")
                         http.setdefault("scheme", "HTTP")
-            for env in c.get("env") or []:
-                ref = env.get("valueFrom", {}).get("fieldRef") if isinstance(env, dict) else None
+            for env in _items(c.get("env")):
+                value_from = env.get("valueFrom") if isinstance(env, dict) else None
+                ref = value_from.get("fieldRef") if isinstance(value_from, dict) else None
                 if isinstance(ref, dict):
                     ref.setdefault("apiVersion", "v1")
 
