@@ -23,10 +23,10 @@ import logging
 from aiohttp import WSMsgType, web
 
 from app.resources import PODS, JSONObject
-from cloudservice.api.podlogs import StreamOpener, pick_container
+from cloudservice.api.podlogs import StreamOpener, open_accepted, pick_container
 from cloudservice.api.status import ApiError
 from cloudservice.store.base import Store
-from cloudservice.streams import CloudStream, NodeOffline, StreamClosed, StreamRefused
+from cloudservice.streams import CloudStream, NodeOffline, StreamClosed
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +80,8 @@ async def pod_exec(request: web.Request, store: Store, opener: StreamOpener | No
         "tty": request.query.get("tty", "").lower() in ("1", "true"),
         "stdin": request.query.get("stdin", "").lower() in ("1", "true"),
     }
+    stream = await open_accepted(opener, node, f"{ns}/podexec/{name}", params)
     try:
-        stream = opener.open_stream(node, f"{ns}/podexec/{name}", params)
-    except NodeOffline as exc:
-        raise ApiError(503, "ServiceUnavailable", str(exc)) from exc
-    try:
-        try:
-            await stream.wait_accepted()
-        except StreamRefused as exc:
-            raise ApiError(exc.code, exc.reason, exc.message) from exc
-        except StreamClosed as exc:
-            raise ApiError(503, "ServiceUnavailable", f"node {node}: {exc}") from exc
         ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True)
         await ws.prepare(request)
         log.info("exec %s in pod %s/%s on %s (protocol %s)", command, ns, name, node, ws.ws_protocol)

@@ -66,6 +66,29 @@ def pick_container(pod: JSONObject, wanted: str) -> str:
     )
 
 
+async def open_accepted(
+    opener: StreamOpener, node: str, resource: str, params: JSONObject, *, offline_hint: str = ""
+) -> CloudStream:
+    """Open a stream on a node and wait until the node accepts it, mapping every way it can fail to the
+    Status a kubectl user should read: offline node 503, the edge's own refusal as it sent it."""
+    try:
+        stream = opener.open_stream(node, resource, params)
+    except NodeOffline as exc:
+        raise ApiError(503, "ServiceUnavailable", f"{exc}{offline_hint}") from exc
+    try:
+        await stream.wait_accepted()
+    except StreamRefused as exc:
+        await stream.aclose()
+        raise ApiError(exc.code, exc.reason, exc.message) from exc
+    except StreamClosed as exc:
+        await stream.aclose()
+        raise ApiError(503, "ServiceUnavailable", f"node {node}: {exc}") from exc
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream
+
+
 async def pod_log(request: web.Request, store: Store, opener: StreamOpener | None) -> web.StreamResponse:
     ns, name = request.match_info["namespace"], request.match_info["name"]
     params: JSONObject = {
@@ -89,17 +112,10 @@ async def pod_log(request: web.Request, store: Store, opener: StreamOpener | Non
         )
     if opener is None:
         raise ApiError(503, "ServiceUnavailable", "pod logs need the hub, which this server does not run")
+    stream = await open_accepted(
+        opener, node, f"{ns}/podlog/{name}", params, offline_hint="; read the logs on the node's local API"
+    )
     try:
-        stream = opener.open_stream(node, f"{ns}/podlog/{name}", params)
-    except NodeOffline as exc:
-        raise ApiError(503, "ServiceUnavailable", f"{exc}; read the logs on the node's local API") from exc
-    try:
-        try:
-            await stream.wait_accepted()
-        except StreamRefused as exc:
-            raise ApiError(exc.code, exc.reason, exc.message) from exc
-        except StreamClosed as exc:
-            raise ApiError(503, "ServiceUnavailable", f"node {node}: {exc}") from exc
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await response.prepare(request)
         try:
