@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import (
     Column,
@@ -279,11 +279,6 @@ class MetaManager:
             rv = conn.execute(select(objects_t.c.rv).where(objects_t.c.key == key)).scalar_one_or_none()
         return int(rv or 0)
 
-    def set_version(self, key: str, rv: int) -> None:
-        """The cloud stored our status write as ``rv``: our copy of the spec is that current."""
-        with self.engine.begin() as conn:
-            conn.execute(update(objects_t).where(objects_t.c.key == key, objects_t.c.rv < rv).values(rv=rv))
-
     def set_status(self, key: str, status: JSONObject) -> None:
         """The node's own view of an object's status, served locally while the cloud is away."""
         with self.engine.begin() as conn:
@@ -325,9 +320,16 @@ class MetaManager:
             )
             return [decode(m) for (m,) in rows]
 
-    def outbox_done(self, seq: int) -> None:
+    def outbox_acked(self, seqs: list[int], versions: dict[str, int] | None = None) -> None:
+        """Drop acknowledged outbox rows, and raise objects' versions where the cloud said our copy of the
+        spec is that current (it stored our status write as that version), in one transaction."""
         with self.engine.begin() as conn:
-            conn.execute(delete(outbox_t).where(outbox_t.c.seq == seq))
+            if seqs:
+                conn.execute(delete(outbox_t).where(outbox_t.c.seq.in_(seqs)))
+            for key, rv in (versions or {}).items():
+                conn.execute(
+                    update(objects_t).where(objects_t.c.key == key, objects_t.c.rv < rv).values(rv=rv)
+                )
 
     def outbox_done_through(self, seq: int) -> int:
         """The cloud already applied everything up to ``seq`` (its ack was lost): drop those rows."""
@@ -337,7 +339,3 @@ class MetaManager:
     def outbox_depth(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(outbox_t)).scalar_one())
-
-    def dump(self) -> dict[str, Any]:
-        """Everything, for diagnostics and tests."""
-        return {"epoch": self.epoch, "inventory": self.inventory(), "outbox": self.outbox_depth()}

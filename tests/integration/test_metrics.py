@@ -332,7 +332,7 @@ def test_edge_metrics_read_the_cache_the_outbox_and_live_statuses(meta: MetaMana
     core.connected.set()
     core.stats = {"connects": 1, "received": 3, "acked_out": 1}
     assert queued[0].seq is not None
-    meta.outbox_done(queued[0].seq)
+    meta.outbox_acked([queued[0].seq])
     core.edged.statuses["uid-a"] = statuses("Running", 4)
     second = parse(*metrics.render())
     assert value(second, "fleetops_edge_cloud_connected") == 1
