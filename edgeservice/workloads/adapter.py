@@ -577,7 +577,10 @@ class Adapter:
         identifier = f"fleetops-{self.spec.protocol}-{os.getpid()}"
         while True:
             try:
-                async with aiomqtt.Client(broker.host, broker.port, identifier=identifier) as client:
+                # timeout bounds every MQTT operation, disconnect included (aiomqtt's default is 10 s).
+                async with aiomqtt.Client(
+                    broker.host, broker.port, identifier=identifier, timeout=3
+                ) as client:
                     for device_id in self.workers:
                         await client.subscribe(delta_topic(device_id), qos=QOS)
                     log.info("mqtt connected to %s:%d", broker.host, broker.port)
@@ -619,14 +622,28 @@ class Adapter:
 # Entry point -----------------------------------------------------------------------------------------------
 
 
+# Seconds the adapter gives itself to close its connections after SIGTERM. A broker or device that does
+# not answer must not hold the pod past its grace period (the kubelet would SIGKILL it anyway).
+SHUTDOWN_TIMEOUT_S = 3.0
+
+
 async def _serve(adapter: Adapter) -> None:
-    task = asyncio.current_task()
-    assert task is not None
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await adapter.run()
+        loop.add_signal_handler(sig, stop.set)
+    run = asyncio.create_task(adapter.run(), name="adapter.run")
+    stopped = asyncio.create_task(stop.wait(), name="adapter.stop")
+    await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    run.cancel()
+    try:
+        async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+            await asyncio.gather(run, stopped, return_exceptions=True)
+    except TimeoutError:
+        log.warning("connections did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S)
+        logging.shutdown()
+        os._exit(0)
 
 
 def main(spec: AdapterSpec, argv: Sequence[str] | None = None) -> int:
