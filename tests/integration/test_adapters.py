@@ -243,27 +243,30 @@ async def broker() -> None:
 
 
 async def _run_adapter(module: str, config: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        f"edgeservice.workloads.{module}",
-        "--config",
-        str(config),
-        cwd=REPO,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # The log goes to a file next to the config: a pipe nobody reads during the test would fill up
+    # (the adapter logs every failed read while a device is away) and block the adapter on write.
+    with (config.parent / f"{module}.log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            f"edgeservice.workloads.{module}",
+            "--config",
+            str(config),
+            cwd=REPO,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> bytes:
+async def _stop(proc: asyncio.subprocess.Process, log: Path) -> bytes:
     if proc.returncode is None:
         proc.terminate()
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        await asyncio.wait_for(proc.wait(), 10)
     except TimeoutError:
         proc.kill()
-        _, err = await proc.communicate()
-    return err or b""
+        await proc.wait()
+    return log.read_bytes()
 
 
 class Topics:
@@ -365,7 +368,7 @@ async def test_modbus_adapter_reports_writes_refuses_and_tracks_online(
         await topics.state(ONLINE)
         await topics.actual("setpoint", lambda v: True)  # a fresh pump: values flow again
     finally:
-        err = await _stop(proc)
+        err = await _stop(proc, tmp_path / "modbus.log")
         await sim.stop()
     assert proc.returncode == 0, err.decode()
 
@@ -390,7 +393,7 @@ async def test_opcua_adapter_reports_and_writes(mqtt: aiomqtt.Client, tmp_path: 
         result = await topics.wait("twin/update/result", lambda p: p.get("event_id") == event_id)
         assert result["code"] == 400 and "ReadOnly" in result["reason"]
     finally:
-        err = await _stop(proc)
+        err = await _stop(proc, tmp_path / "opcua.log")
         await sim.stop()
     assert proc.returncode == 0, err.decode()
 
@@ -429,8 +432,8 @@ async def test_bad_config_exits_2_naming_the_field(tmp_path: Path, config: Any, 
     path.write_text(config if isinstance(config, str) else json.dumps(config))
     proc = await _run_adapter("modbus", path)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        await asyncio.wait_for(proc.wait(), 30)
     finally:
-        await _stop(proc)
+        err = await _stop(proc, tmp_path / "modbus.log")
     assert proc.returncode == EXIT_CONFIG
     assert needle in err.decode()
