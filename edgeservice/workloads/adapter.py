@@ -661,6 +661,10 @@ def main(spec: AdapterSpec, argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The protocol libraries log every failed connection attempt; with a device away for a day that is a
+    # line per collect cycle. The adapter reports the transitions itself (online/offline), once each.
+    for noisy in ("pymodbus", "asyncua"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         config = load_config(args.config, spec.protocol, spec.validate)
     except ConfigError as exc:
