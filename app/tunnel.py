@@ -284,10 +284,6 @@ class Channel:
     def in_flight(self) -> int:
         return len(self._inflight)
 
-    def pending_messages(self) -> list[Message]:
-        """Everything not yet acknowledged, oldest first (for handing over to a new connection)."""
-        return [f.message for f in self._inflight.values()] + [m for _, m in self._queue.values()]
-
 
 def hello(node: str, content: dict[str, Any]) -> Message:
     """The first message an edge sends on a new connection: its inventory and outbox position."""

@@ -189,13 +189,6 @@ def test_bad_frames_are_rejected_alone_and_answered(frame: str, reason: str) -> 
     assert cloud.stats["rejected"] == 1
 
 
-def test_pending_messages_lists_in_flight_then_queued() -> None:
-    ch = Channel("cloud", window=1)
-    ch.send_reliable(pod_update("a", 1), key="a")
-    ch.send_reliable(pod_update("b", 2), key="b")
-    assert [m.resource for m in ch.pending_messages()] == ["default/pod/a", "default/pod/b"]
-
-
 def test_envelope_round_trip_keeps_every_field() -> None:
     m = Message(
         "patch", "ns/pod/x", {"a": 1}, source="s", parent_msg_id="p", resourceversion="9", sync=True, seq=3
