@@ -23,6 +23,7 @@ in order, which is simpler and safer than skipping ahead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,11 +40,14 @@ from websockets.http11 import Request, Response
 
 from app.envelope import GROUP_HUB, GROUP_RESOURCE, GROUP_STREAM, Message
 from app.resources import (
+    CONFIGMAPS,
+    DEVICEMODELS,
+    DEVICES,
     NODES,
     PODS,
+    SECRETS,
     JSONObject,
     ResourceType,
-    by_kind,
     now_rfc3339,
     parse_tunnel_resource,
     tunnel_resource,
@@ -67,8 +71,16 @@ HELLO_TIMEOUT = 10.0
 
 
 def pod_key(pod: JSONObject) -> str:
-    m = pod.get("metadata", {})
-    return tunnel_resource(PODS, str(m.get("namespace", "")), str(m.get("name", "")))
+    return object_key(PODS, pod)
+
+
+def object_key(rt: ResourceType, obj: JSONObject) -> str:
+    m = obj.get("metadata", {})
+    return tunnel_resource(rt, str(m.get("namespace", "")), str(m.get("name", "")))
+
+
+# Kinds bound to one node by spec.nodeName: the node gets them and whatever they reference.
+BOUND = (PODS, DEVICES)
 
 
 def spec_hash(obj: JSONObject) -> str:
@@ -81,12 +93,23 @@ def spec_hash(obj: JSONObject) -> str:
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
-CONFIG_KINDS = ("ConfigMap", "Secret")
+# Kinds a node receives because its bound objects reference them.
+CONFIG_TYPES = (CONFIGMAPS, SECRETS, DEVICEMODELS)
 
 
 def config_key(rt: ResourceType, obj: JSONObject) -> str:
     m = obj.get("metadata", {})
     return tunnel_resource(rt, str(m.get("namespace", "")), str(m.get("name", "")))
+
+
+def refs_of(rt: ResourceType, obj: JSONObject) -> set[str]:
+    """What a bound object references: a pod its ConfigMaps and Secrets, a device its model."""
+    if rt is DEVICES:
+        ns = str(obj.get("metadata", {}).get("namespace", ""))
+        ref = obj.get("spec", {}).get("deviceModelRef", {})
+        name = ref.get("name") if isinstance(ref, dict) else None
+        return {f"{ns}/devicemodel/{name}"} if isinstance(name, str) and name else set()
+    return config_refs(obj)
 
 
 def config_refs(pod: JSONObject) -> set[str]:
@@ -323,14 +346,8 @@ class CloudHub:
         s.backlog = []
         await self._register_node(s.node, status, {str(k): str(v) for k, v in labels.items()})
         applied = await self.store.read_cursor(outbox_cursor(s.node, epoch))
-        pods, revision = await self.store.list(PODS)
+        desired, revision = await self._bound(s)
         s.synced_revision = revision
-        desired: dict[str, JSONObject] = {}
-        for pod in pods:
-            if pod.get("spec", {}).get("nodeName") == s.node:
-                key = pod_key(pod)
-                desired[key] = pod
-                s.refs[key] = config_refs(pod)
         for ref in s.wanted_config():
             if ref in self._config:
                 desired[ref] = self._config[ref]
@@ -442,7 +459,7 @@ class CloudHub:
                         await self._resync_live(s)
                     resync = False
                 async for ev in watch:
-                    if ev.resource is PODS or ev.resource.kind in CONFIG_KINDS:
+                    if ev.resource in BOUND or ev.resource in CONFIG_TYPES:
                         self._route(ev)
             except StoreError as exc:
                 log.warning("edge controller watch ended (%s); resyncing connected nodes", exc)
@@ -458,17 +475,14 @@ class CloudHub:
 
     async def _load_config(self) -> None:
         self._config.clear()
-        for kind in CONFIG_KINDS:
-            rt = by_kind("v1", kind)
-            if rt is None:
-                continue
+        for rt in CONFIG_TYPES:
             items, revision = await self.store.list(rt)
             self._config_revision = max(self._config_revision, revision)
             for obj in items:
                 self._config[config_key(rt, obj)] = obj
 
     def _route(self, ev: WatchEvent) -> None:
-        if ev.resource.kind in CONFIG_KINDS:
+        if ev.resource in CONFIG_TYPES:
             self._route_config(ev)
             return
         pod = ev.object
@@ -481,13 +495,13 @@ class CloudHub:
             return
         if ev.revision <= s.synced_revision:
             return
-        key = pod_key(pod)
+        key = object_key(ev.resource, pod)
         before = s.wanted_config()
         if ev.type == "DELETED":
             s.refs.pop(key, None)
             self._send_delete(s, key, pod, ev.revision)
         else:
-            s.refs[key] = config_refs(pod)
+            s.refs[key] = refs_of(ev.resource, pod)
             h = spec_hash(pod)
             if s.sent.get(key) != h:
                 s.sent[key] = h
@@ -523,17 +537,27 @@ class CloudHub:
                 self._send(s, key, ev.object)
             s.kick()
 
+    async def _bound(self, s: NodeSession) -> tuple[dict[str, JSONObject], int]:
+        """The node's pods and devices (and ``s.refs`` rebuilt from them), with the oldest revision of
+        the lists read: events after it are routed, and content hashes drop what was already sent."""
+        desired: dict[str, JSONObject] = {}
+        s.refs = {}
+        revisions = []
+        for rt in BOUND:
+            items, revision = await self.store.list(rt)
+            revisions.append(revision)
+            for obj in items:
+                if obj.get("spec", {}).get("nodeName") == s.node:
+                    key = object_key(rt, obj)
+                    desired[key] = obj
+                    s.refs[key] = refs_of(rt, obj)
+        return desired, min(revisions)
+
     async def _resync_live(self, s: NodeSession) -> None:
         """Bring a connected node up to date after the watch had a gap: send what changed, and delete
         what went away meanwhile."""
-        pods, revision = await self.store.list(PODS)
+        desired, revision = await self._bound(s)
         s.synced_revision = max(s.synced_revision, revision)
-        desired: dict[str, JSONObject] = {}
-        s.refs = {}
-        for pod in pods:
-            if pod.get("spec", {}).get("nodeName") == s.node:
-                desired[pod_key(pod)] = pod
-                s.refs[pod_key(pod)] = config_refs(pod)
         for ref in s.wanted_config():
             if ref in self._config:
                 desired[ref] = self._config[ref]
@@ -614,6 +638,11 @@ class CloudHub:
         if rtype == "podstatus" and msg.operation == "update" and isinstance(content.get("status"), dict):
             rv = await self._apply_pod_status(s, msg, (namespace, name, str(uid)), content["status"])
             s.channel.ack(msg, {"resourceversion": rv})
+        elif (
+            rtype == "devicestatus" and msg.operation == "update" and isinstance(content.get("status"), dict)
+        ):
+            await self._apply_device_status(s, msg, (namespace, name, str(uid)), content["status"])
+            s.channel.ack(msg)
         elif rtype == "event" and msg.operation == "insert":
             await self._record_pod_event(s, namespace, name, content)
             s.channel.ack(msg)
@@ -651,6 +680,25 @@ class CloudHub:
             self.stats["duplicates_skipped"] += 1
             return ""
         return str(stored.get("metadata", {}).get("resourceVersion", "")) if current[0] else ""
+
+    async def _apply_device_status(
+        self, s: NodeSession, msg: Message, ident: tuple[str, str, str], status: JSONObject
+    ) -> None:
+        """The edge's twin report: reported (actual) and observed desired values, and online/offline."""
+        namespace, name, uid = ident
+
+        def apply(device: JSONObject) -> JSONObject | None:
+            if (
+                device.get("metadata", {}).get("uid") != uid
+                or device.get("spec", {}).get("nodeName") != s.node
+            ):
+                return None
+            new_status = {**device.get("status", {}), **status}
+            return None if new_status == device.get("status") else {**device, "status": new_status}
+
+        cursor = Cursor(outbox_cursor(s.node, s.epoch), msg.seq) if msg.seq else None
+        with contextlib.suppress(NotFound):
+            await self.store.guaranteed_update(DEVICES, namespace, name, apply, cursor=cursor)
 
     async def _record_pod_event(self, s: NodeSession, namespace: str, name: str, content: JSONObject) -> None:
         """An Event the edge recorded about one of its pods (Started, BackOff, Unhealthy...)."""

@@ -32,6 +32,12 @@ class EdgeCommand:
             help="stop every pod when the service stops (default: leave them running, as a kubelet does)",
         )
         parser.add_argument(
+            "--mqtt",
+            default="",
+            metavar="URL",
+            help="MQTT broker for devices, tcp://HOST:PORT (default: an embedded broker when devices exist)",
+        )
+        parser.add_argument(
             "--local-api-addr",
             type=host_port,
             default=("127.0.0.1", 10550),
@@ -60,6 +66,7 @@ class EdgeCommand:
             address=args.address,
             stop_pods_on_exit=args.stop_pods_on_exit,
             local_api=args.local_api_addr,
+            mqtt=args.mqtt or None,
         )
         return run_until_signalled(EdgeCore(config).run)
 

@@ -44,6 +44,7 @@ from edgeservice.streams import EdgeStreams
 from edgeservice.usage import UsageSampler
 
 if TYPE_CHECKING:
+    from edgeservice.devicetwin import DeviceTwin
     from edgeservice.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class EdgeConfig:
     restart_backoff: float = 10.0
     address: str = ""
     stop_pods_on_exit: bool = False
+    # MQTT broker for the device EventBus (tcp://HOST:PORT); None or unreachable: an embedded one.
+    mqtt: str | None = None
     # The node's local API (read paths + offline operations). Port 0 picks a free one; None disables it.
     local_api: tuple[str, int] | None = ("127.0.0.1", 10550)
 
@@ -102,6 +105,9 @@ class EdgeCore:
         )
         self.connected = asyncio.Event()
         self._metrics: EdgeMetrics | None = None
+        # Made with the first device (see _twin): an edge without devices carries none of its imports.
+        self.devicetwin: DeviceTwin | None = None
+        self._tg: asyncio.TaskGroup | None = None
         self.usage = UsageSampler(self.edged, lambda: self.meta.objects("pod"))
         self.local_api: LocalApi | None = None
         if config.local_api is not None:
@@ -153,6 +159,9 @@ class EdgeCore:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._hub_loop(), name=f"edge[{self.node}].hub")
                 tg.create_task(self._heartbeat_loop(), name=f"edge[{self.node}].heartbeat")
+                self._tg = tg
+                if not self.meta.rebuilt and self.meta.objects("device"):
+                    self._twin().sync()
                 await stop.wait()
                 raise _Stop
         except* _Stop:
@@ -178,6 +187,15 @@ class EdgeCore:
 
             self._metrics = EdgeMetrics(self)
         return self._metrics.render()
+
+    def _twin(self) -> DeviceTwin:
+        if self.devicetwin is None:
+            from edgeservice.devicetwin import DeviceTwin
+
+            self.devicetwin = DeviceTwin(self.meta, self.node, self._emit, mqtt_url=self.config.mqtt)
+            assert self._tg is not None, "devices are handled only while the edge runs"
+            self._tg.create_task(self.devicetwin.run(), name=f"edge[{self.node}].devicetwin")
+        return self.devicetwin
 
     def _restart_pod(self, uid: str) -> None:
         if self.edged.restart_pod(uid):
@@ -353,6 +371,8 @@ class EdgeCore:
             if self._full_sync_pending:
                 self._full_sync_pending = False
                 self.edged.sync(self.meta.objects("pod"))
+                if self.meta.objects("device"):
+                    self._twin().sync()
 
     def _on_acked(self, acked: list[Acked]) -> None:
         """The cloud applied these outbox messages: drop them in one transaction (one fsync per batch, not
@@ -369,6 +389,13 @@ class EdgeCore:
 
     def _hand_to_edged(self, changes: list[Change]) -> None:
         for change in changes:
+            if change.type == "device":
+                self._twin().device_changed(change.obj, key=change.key)
+                continue
+            if change.type == "devicemodel":
+                namespace, _, name = change.key.split("/")
+                self._twin().model_changed(namespace, name)
+                continue
             if change.type in CONFIG_TYPES:
                 namespace, _, name = change.key.split("/")
                 self.edged.config_changed(namespace, CONFIG_TYPES[change.type], name)

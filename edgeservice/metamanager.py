@@ -81,6 +81,8 @@ outbox_t = Table(
     sqlite_autoincrement=True,  # never reuse a sequence number, even after the newest row is deleted
 )
 meta_t = Table("meta", _md, Column("k", String, primary_key=True), Column("v", String, nullable=False))
+# The edge's own state that is not a copy of a cloud object (device twins): never part of the inventory.
+local_t = Table("local", _md, Column("k", String, primary_key=True), Column("v", Text, nullable=False))
 
 
 class CacheError(EdgeError):
@@ -150,6 +152,12 @@ class MetaManager:
                     ],
                 )
             self.rebuilt = True
+        with self._engine.begin() as conn:
+            # A table added after schema version 1 was released; plain SQL, because going through the
+            # DDL compiler on every start costs the edge a megabyte of its footprint budget.
+            conn.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS local (k VARCHAR NOT NULL PRIMARY KEY, v TEXT NOT NULL)"
+            )
         with self._engine.connect() as conn:
             self.epoch = str(conn.execute(select(meta_t.c.v).where(meta_t.c.k == "epoch")).scalar_one())
 
@@ -288,6 +296,22 @@ class MetaManager:
         with self.engine.connect() as conn:
             data = conn.execute(select(objects_t.c.status).where(objects_t.c.key == key)).scalar_one_or_none()
         return None if data is None else dict(json.loads(data))
+
+    # -- local state ---------------------------------------------------------------------------------
+
+    def local(self, key: str) -> JSONObject | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(select(local_t.c.v).where(local_t.c.k == key)).scalar_one_or_none()
+        return None if data is None else dict(json.loads(data))
+
+    def set_local(self, key: str, value: JSONObject) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(local_t).where(local_t.c.k == key))
+            conn.execute(insert(local_t).values(k=key, v=json.dumps(value, separators=(",", ":"))))
+
+    def delete_local(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(local_t).where(local_t.c.k == key))
 
     # -- outbox -----------------------------------------------------------------------------------
 
