@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-ALL = ["tunnel", "footprint", "pod_startup", "list_pods", "watch_latency", "log_follow"]
+ALL = ["tunnel", "footprint", "pod_startup", "list_pods", "watch_latency", "log_follow", "twin_roundtrip"]
 
 
 def main() -> int:

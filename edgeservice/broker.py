@@ -180,6 +180,9 @@ class EmbeddedBroker:
             f"listener {port} {self.host}\n"
             "allow_anonymous true\n"
             "persistence false\n"
+            # Twin updates are small packets, one at a time: without this, Nagle's algorithm and the
+            # peer's delayed ACK hold each one ~40 ms at every hop through the broker.
+            "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n",
             encoding="utf-8",

@@ -37,6 +37,7 @@ import json
 import logging
 import random
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -161,6 +162,11 @@ def backoff_delay(attempt: int) -> float:
     return random.uniform(BACKOFF_BASE / 2, min(BACKOFF_MAX, BACKOFF_BASE * (2**attempt)))
 
 
+# Twin traffic is small request/response packets: without TCP_NODELAY, Nagle's algorithm holds each publish
+# that follows an unacknowledged packet (our PUBACK) until the broker's delayed ACK, ~40 ms per hop.
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -239,6 +245,7 @@ class EventBus:
                     clean_session=True,
                     keepalive=KEEPALIVE,
                     timeout=PUBLISH_TIMEOUT,
+                    socket_options=NODELAY,
                 ) as client:
                     await client.subscribe(self.subscriptions())
                     self._client = client

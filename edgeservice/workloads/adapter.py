@@ -49,6 +49,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -579,7 +580,13 @@ class Adapter:
             try:
                 # timeout bounds every MQTT operation, disconnect included (aiomqtt's default is 10 s).
                 async with aiomqtt.Client(
-                    broker.host, broker.port, identifier=identifier, timeout=3
+                    broker.host,
+                    broker.port,
+                    identifier=identifier,
+                    timeout=3,
+                    socket_options=(
+                        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+                    ),  # no Nagle: ~40 ms per publish
                 ) as client:
                     for device_id in self.workers:
                         await client.subscribe(delta_topic(device_id), qos=QOS)
