@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from app.launcher import LaunchError, LocalCluster
+from app import demo_devices
+from app.launcher import FLEETOPS, LaunchError, LocalCluster, Proc
 
 NODES = {"edge-1": {"site": "a"}, "edge-2": {"site": "a"}, "edge-3": {"site": "b"}}
 
@@ -56,6 +57,8 @@ async def run_demo(root: Path, *, check: bool) -> int:
         root, node_grace_period=15.0, status_interval=3.0, ping_interval=5.0, restart_backoff=2.0
     )
     stop = asyncio.Event()
+    helpers: list[Proc] = []  # broker and simulators, stopped after the edges
+    plan = demo_devices.broker_plan()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -63,8 +66,18 @@ async def run_demo(root: Path, *, check: bool) -> int:
         _say(f"Starting the cloud (state in {cluster.cloud_dir}) ...")
         await cluster.start_cloud()
         _say(f"  API {cluster.api}   hub {cluster.hub}")
+        mqtt: tuple[str, ...] = ()
+        if plan is not None:
+            how, port = plan
+            if how == "start":
+                broker = Proc(
+                    "broker", [*FLEETOPS, "broker", "--port", str(port)], root / "logs" / "broker.log"
+                )
+                await broker.start()
+                helpers.append(broker)
+            mqtt = ("--mqtt", f"tcp://127.0.0.1:{port}")
         for name, labels in NODES.items():
-            await cluster.start_edge(name, labels)
+            await cluster.start_edge(name, labels, *mqtt)
         _say(f"Starting {len(NODES)} edge nodes ...")
         await cluster.wait_ready_nodes(list(NODES))
         deploy = _manifest()
@@ -77,12 +90,51 @@ async def run_demo(root: Path, *, check: bool) -> int:
             timeout=60,
             what="the Deployment's pods to be ready",
         )
+        if plan is None:
+            _say("Devices skipped: no MQTT broker on 127.0.0.1:1883 and no mosquitto to start one.")
+        else:
+            _say("Starting a Modbus pump and an OPC UA line (simulated), their adapters and Devices ...")
+            helpers += await demo_devices.start_devices(cluster, root, plan[1])
+            await cluster.wait_until(
+                f"{demo_devices.DEVICES}/devices",
+                lambda lst: all(d.get("status", {}).get("state") == "online" for d in lst["items"]),
+                timeout=90,
+                what="the devices to be online",
+            )
+            _say("Setting pump-1's desired setpoint to 1200 rpm at the cloud ...")
+            pump = (await cluster.request("GET", f"{demo_devices.DEVICES}/devices/pump-1"))["spec"][
+                "properties"
+            ]
+            for prop in pump:
+                if prop["name"] == "setpoint":
+                    prop["desired"] = {"value": "1200"}
+                if prop["name"] == "running":
+                    prop["desired"] = {"value": "true"}
+            await cluster.request(
+                "PATCH",
+                f"{demo_devices.DEVICES}/devices/pump-1",
+                {"spec": {"properties": pump}},
+                content_type="application/merge-patch+json",
+            )
+            await cluster.wait_until(
+                f"{demo_devices.DEVICES}/devices/pump-1",
+                lambda d: any(
+                    t.get("propertyName") == "setpoint" and t.get("reported", {}).get("value") == "1200"
+                    for t in d.get("status", {}).get("twins", [])
+                ),
+                timeout=60,
+                what="the pump to report the new setpoint",
+            )
         _kubectl(cluster.kubeconfig, "get", "nodes", "-o", "wide")
         _kubectl(cluster.kubeconfig, "get", "deploy,pods", "-o", "wide")
+        if plan is not None:
+            _kubectl(cluster.kubeconfig, "get", "devices,devicemodels")
         _say("")
         _say("FleetOps demo is running.")
         _say(f"  kubeconfig:  {cluster.kubeconfig}")
         _say(f"  try:         kubectl --kubeconfig {cluster.kubeconfig} get nodes,pods -o wide")
+        if plan is not None:
+            _say(f"               kubectl --kubeconfig {cluster.kubeconfig} get device pump-1 -o yaml")
         for name in NODES:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 url = json.loads((root / name / "endpoints.json").read_text())["localApi"]
@@ -98,6 +150,8 @@ async def run_demo(root: Path, *, check: bool) -> int:
     finally:
         _say("Stopping ...")
         await cluster.stop()
+        for helper in helpers:
+            await helper.stop()
 
 
 class DemoCommand:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
@@ -72,3 +73,31 @@ class EdgeCommand:
 
 
 edge_command = EdgeCommand()
+
+
+class BrokerCommand:
+    name = "broker"
+    help = "run the edge's MQTT broker (mosquitto, configured for low latency) until stopped"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, default=1883, help="TCP port on 127.0.0.1 (default 1883)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from edgeservice.broker import BrokerError, EmbeddedBroker
+
+        async def serve(stop: asyncio.Event) -> None:
+            broker = EmbeddedBroker(port=args.port)
+            await broker.start()
+            try:
+                await stop.wait()
+            finally:
+                await broker.stop()
+
+        try:
+            return run_until_signalled(serve)
+        except BrokerError as exc:
+            sys.stderr.write(f"fleetops broker: {exc}\n")
+            return 1
+
+
+broker_command = BrokerCommand()

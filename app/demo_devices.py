@@ -1,0 +1,220 @@
+"""The demo's devices: a Modbus pump on edge-1 and an OPC UA line on edge-2, each simulated, each read by an
+adapter pod, each a Device at the cloud whose desired values reach the (simulated) machine.
+
+Everything runs as the product runs it: ``fleetops sim`` processes stand in for the PLCs, ``fleetops broker``
+(mosquitto) or a broker already on 127.0.0.1:1883 carries MQTT, the adapters are pods scheduled by the
+cloud. The register map and node ids are the simulators' (``edgeservice/sim``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.launcher import LocalCluster, Proc
+
+DEVICES = "/apis/devices.kubeedge.io/v1beta1/namespaces/default"
+FLEETOPS = [sys.executable, "-m", "app.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def reachable(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _prop(name: str, protocol: str, config: dict[str, Any], desired: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "collectCycle": 1000,
+        "reportCycle": 5000,
+        "visitors": {"protocolName": protocol, "configData": config},
+    }
+    if desired is not None:
+        out["desired"] = {"value": desired}
+    return out
+
+
+def models() -> list[dict[str, Any]]:
+    def model(name: str, protocol: str, props: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "DeviceModel",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"protocol": protocol, "properties": props},
+        }
+
+    return [
+        model(
+            "pump",
+            "modbus",
+            [
+                {
+                    "name": "setpoint",
+                    "type": "INT",
+                    "accessMode": "ReadWrite",
+                    "minimum": "0",
+                    "maximum": "3000",
+                    "unit": "rpm",
+                },
+                {"name": "running", "type": "BOOLEAN", "accessMode": "ReadWrite"},
+                {"name": "speed", "type": "INT", "accessMode": "ReadOnly", "unit": "rpm"},
+                {"name": "flow", "type": "FLOAT", "accessMode": "ReadOnly", "unit": "l/min"},
+            ],
+        ),
+        model(
+            "line",
+            "opcua",
+            [
+                {
+                    "name": "speed",
+                    "type": "DOUBLE",
+                    "accessMode": "ReadWrite",
+                    "minimum": "0",
+                    "maximum": "1800",
+                },
+                {"name": "temperature", "type": "DOUBLE", "accessMode": "ReadOnly", "unit": "C"},
+            ],
+        ),
+    ]
+
+
+def devices(modbus_port: int, opcua_port: int) -> list[dict[str, Any]]:
+    def device(
+        name: str, model: str, node: str, protocol: str, *, conn: dict[str, Any], props: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "Device",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "deviceModelRef": {"name": model},
+                "nodeName": node,
+                "protocol": {"protocolName": protocol, "configData": conn},
+                "properties": props,
+            },
+        }
+
+    mb = {"register": "HoldingRegister", "dataType": "uint16"}
+    return [
+        device(
+            "pump-1",
+            "pump",
+            "edge-1",
+            "modbus",
+            conn={"ip": "127.0.0.1", "port": modbus_port, "slaveID": 1, "timeout": 500},
+            props=[
+                _prop("setpoint", "modbus", {**mb, "offset": 0}),
+                _prop("running", "modbus", {"register": "CoilRegister", "offset": 0}),
+                _prop("speed", "modbus", {"register": "InputRegister", "offset": 4, "dataType": "uint16"}),
+                _prop(
+                    "flow",
+                    "modbus",
+                    {"register": "InputRegister", "offset": 0, "scale": 0.1, "dataType": "uint16"},
+                ),
+            ],
+        ),
+        device(
+            "line-1",
+            "line",
+            "edge-2",
+            "opcua",
+            conn={"url": f"opc.tcp://127.0.0.1:{opcua_port}/fleetops/"},
+            props=[
+                _prop("speed", "opcua", {"nodeID": "ns=2;s=Line1.Speed"}),
+                _prop("temperature", "opcua", {"nodeID": "ns=2;s=Line1.Temperature"}),
+            ],
+        ),
+    ]
+
+
+def adapter(protocol: str, node: str, config: Path) -> dict[str, Any]:
+    name = f"{protocol}-adapter"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "adapter",
+                            "image": f"fleetops/{name}:0.1",
+                            "command": [
+                                sys.executable,
+                                "-m",
+                                f"edgeservice.workloads.{protocol}",
+                                "--config",
+                                str(config),
+                            ],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def broker_plan() -> tuple[str, int] | None:
+    """("existing", 1883) when a broker already listens there, ("start", port) when mosquitto is installed,
+    None when the device part of the demo cannot run here."""
+    if reachable(1883):
+        return ("existing", 1883)
+    if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
+        return ("start", free_port())
+    return None
+
+
+async def start_devices(cluster: LocalCluster, root: Path, broker_port: int) -> list[Proc]:
+    """Simulators, models, devices and adapter pods; returns the simulator processes to stop later."""
+    modbus_port, opcua_port = free_port(), free_port()
+    sims = [
+        Proc(
+            "sim-modbus",
+            [*FLEETOPS, "sim", "modbus", "--port", str(modbus_port)],
+            root / "logs" / "sim-modbus.log",
+        ),
+        Proc(
+            "sim-opcua",
+            [*FLEETOPS, "sim", "opcua", "--port", str(opcua_port)],
+            root / "logs" / "sim-opcua.log",
+        ),
+    ]
+    for sim in sims:
+        await sim.start()
+    for model in models():
+        await cluster.request("POST", f"{DEVICES}/devicemodels", model)
+    devs = devices(modbus_port, opcua_port)
+    for dev in devs:
+        await cluster.request("POST", f"{DEVICES}/devices", dev)
+    (root / "adapters").mkdir(exist_ok=True)
+    for protocol, node, dev, model in (
+        ("modbus", "edge-1", devs[0], models()[0]),
+        ("opcua", "edge-2", devs[1], models()[1]),
+    ):
+        config = root / "adapters" / f"{protocol}.json"
+        config.write_text(
+            json.dumps(
+                {"broker": f"mqtt://127.0.0.1:{broker_port}", "devices": [dev], "deviceModels": [model]}
+            )
+        )
+        await cluster.request(
+            "POST", "/apis/apps/v1/namespaces/default/deployments", adapter(protocol, node, config)
+        )
+    return sims
