@@ -19,6 +19,7 @@ from app.kubeconfig import load_kubeconfig, write_kubeconfig
 from cloudservice.api import ApiServer, build_app
 from cloudservice.auth import AuthError, TokenStore
 from cloudservice.controllers import ControllerManager
+from cloudservice.history import History
 from cloudservice.hub import CloudHub
 from cloudservice.metrics import install_metrics
 from cloudservice.pki import ensure_pki
@@ -57,6 +58,7 @@ class CloudCore:
         self.tokens = TokenStore(config.data_dir / "tokens.json")
         self.store = open_store(config.store_url or str(config.data_dir / "cloud.db"))
         self.usage = UsageStore()
+        self.history = History()
         self.hub = CloudHub(
             self.store,
             self.tokens,
@@ -65,10 +67,17 @@ class CloudCore:
             ping_interval=config.hub_ping_interval,
             ping_timeout=config.hub_ping_interval,
             usage=self.usage,
+            history=self.history,
         )
         self.controllers = ControllerManager(self.store, node_grace_period=config.node_grace_period)
         self.pki = ensure_pki(config.data_dir / "pki", config.api_host)
-        app = build_app(self.store, authenticate=self._authenticate, streams=self.hub, usage=self.usage)
+        app = build_app(
+            self.store,
+            authenticate=self._authenticate,
+            streams=self.hub,
+            usage=self.usage,
+            history=self.history,
+        )
         self.metrics = install_metrics(app, self.hub, self.store)
         self.api = ApiServer(
             app,

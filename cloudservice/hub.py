@@ -58,6 +58,7 @@ from app.tunnelio import ChannelRunner
 from cloudservice.auth import AuthError, Identity, TokenStore, bearer
 from cloudservice.controllers import record_event
 from cloudservice.errors import CloudError, Conflict, NotFound, StoreError
+from cloudservice.history import History
 from cloudservice.store.base import Cursor, Store, WatchEvent
 from cloudservice.streams import CloudStream, NodeOffline
 from cloudservice.usage import UsageStore
@@ -195,9 +196,11 @@ class CloudHub:
         ping_timeout: float = 10.0,
         resend_after: float = 5.0,
         usage: UsageStore | None = None,
+        history: History | None = None,
     ) -> None:
         self.store = store
         self.usage = usage
+        self.history = history
         self.tokens = tokens
         self.host = host
         self.requested_port = port
@@ -486,6 +489,9 @@ class CloudHub:
             self._route_config(ev)
             return
         pod = ev.object
+        if ev.resource is DEVICES and ev.type == "DELETED" and self.history is not None:
+            meta = pod.get("metadata", {})
+            self.history.forget(str(meta.get("namespace", "")), str(meta.get("name", "")))
         node = pod.get("spec", {}).get("nodeName")
         s = self.sessions.get(node) if isinstance(node, str) else None
         if s is None:
@@ -643,6 +649,9 @@ class CloudHub:
         ):
             await self._apply_device_status(s, msg, (namespace, name, str(uid)), content["status"])
             s.channel.ack(msg)
+        elif rtype == "devicedata" and msg.operation == "update" and isinstance(content.get("summary"), dict):
+            await self._record_device_data(s, namespace, name, str(uid), content["summary"])
+            s.channel.ack(msg)
         elif rtype == "event" and msg.operation == "insert":
             await self._record_pod_event(s, namespace, name, content)
             s.channel.ack(msg)
@@ -699,6 +708,20 @@ class CloudHub:
         cursor = Cursor(outbox_cursor(s.node, s.epoch), msg.seq) if msg.seq else None
         with contextlib.suppress(NotFound):
             await self.store.guaranteed_update(DEVICES, namespace, name, apply, cursor=cursor)
+
+    async def _record_device_data(
+        self, s: NodeSession, namespace: str, name: str, uid: str, summary: JSONObject
+    ) -> None:
+        """A telemetry window summary for one of this node's devices: into the cloud's bounded history."""
+        if self.history is None:
+            return
+        try:
+            device = await self.store.get(DEVICES, namespace, name)
+        except NotFound:
+            return
+        if device.get("metadata", {}).get("uid") != uid or device.get("spec", {}).get("nodeName") != s.node:
+            return
+        self.history.add(namespace, name, summary)
 
     async def _record_pod_event(self, s: NodeSession, namespace: str, name: str, content: JSONObject) -> None:
         """An Event the edge recorded about one of its pods (Started, BackOff, Unhealthy...)."""

@@ -11,6 +11,8 @@ Flow 2 of DESIGN.md, the edge's half:
   them against the DeviceModel, answers on ``.../twin/update/result`` and reports ``status.twins`` and the
   device state to the cloud through the persisted outbox (so reports made offline arrive later, once).
 * Twins are persisted (``MetaManager.local``) so the edge restarts with what it knew.
+* Telemetry summaries on ``$ke/events/device/{id}/data/update`` (the aggregator's windows) go to the cloud's
+  history through the outbox.
 
 The MQTT bus starts with the first device, not before: an edge without devices pays nothing for it.
 """
@@ -51,6 +53,11 @@ if TYPE_CHECKING:  # the MQTT client is imported when the first device arrives (
     from edgeservice.eventbus import BusEvent, EventBus
 
 log = logging.getLogger(__name__)
+
+
+# Outbox rows beyond which telemetry summaries are dropped while offline: about a day of 10 s windows for
+# two devices. Twin reports (statuses) are always queued; summaries are the first thing to give up on.
+MAX_PENDING_SUMMARIES = 20_000
 
 
 def _now_ms() -> int:
@@ -212,6 +219,18 @@ class DeviceTwin:
             await self.bus.publish_get_result(
                 ev.device_id, get_result_payload(entry.twins, event_id=event_id, timestamp=_now_ms())
             )
+        elif ev.kind == "data_update" and entry is not None:
+            # Telemetry summaries (the aggregator's windows): to the cloud's history, through the outbox, so
+            # what was measured while the link was down still arrives.
+            data = ev.payload.get("data")
+            if self.meta.outbox_depth() >= MAX_PENDING_SUMMARIES:
+                log.debug("devicetwin: outbox full, telemetry summary of %s dropped", entry.name)
+            elif isinstance(data, dict) and data:
+                content = {
+                    "uid": entry.uid,
+                    "summary": {"window": ev.payload.get("window", {}), "data": data},
+                }
+                self.emit(Message("update", f"{entry.namespace}/devicedata/{entry.name}", content))
         elif ev.kind == "state_update" and entry is not None:
             state = str(ev.payload.get("state", "")).lower()
             if state in ("online", "offline", "unknown") and state != entry.state:

@@ -49,7 +49,7 @@ from aiohttp import web
 
 from app.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from app.resources import ALL, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
-from cloudservice.api import discovery, kprotobuf, metricsapi, openapi, strategy, tables
+from cloudservice.api import discovery, historyapi, kprotobuf, metricsapi, openapi, strategy, tables
 from cloudservice.api.podexec import pod_exec
 from cloudservice.api.podlogs import StreamOpener, pod_log
 from cloudservice.api.selectors import (
@@ -71,6 +71,7 @@ from cloudservice.api.status import (
     not_found,
 )
 from cloudservice.errors import AlreadyExists, Conflict, Gone, NotFound, StoreError
+from cloudservice.history import History
 from cloudservice.store.base import Store, WatchEvent
 from cloudservice.usage import UsageStore
 
@@ -1007,6 +1008,7 @@ def build_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     streams: StreamOpener | None = None,
     usage: UsageStore | None = None,
+    history: History | None = None,
 ) -> web.Application:
     """The API as an aiohttp application. The caller starts and closes ``store``; the app creates the
     system namespaces on startup.
@@ -1096,6 +1098,8 @@ def build_app(
     app.router.add_route("*", "/api/v1/{path:.+}", api.core)
     if usage is not None:  # before the catch-all below
         metricsapi.add_metrics_api(app, usage, store=store)
+    if history is not None:  # before the catch-all below
+        historyapi.add_history_api(app, history)
     app.router.add_route("*", "/apis/{group}/{version}/{path:.+}", api.grouped)
     app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)

@@ -202,5 +202,32 @@ async def test_desired_value_reaches_the_pump_and_the_reading_comes_back(
             what="the new setpoint read back and reported",
         )
         assert await holding(sim.port) == 1500
+
+        # The aggregator pod sends window summaries, not every sample; the cloud keeps a history to chart.
+        agg_config = tmp_path / "aggregator.json"
+        agg_config.write_text(
+            json.dumps({"broker": f"mqtt://{MQTT[0]}:{MQTT[1]}", "window": 0.5, "devices": [name]})
+        )
+        aggregator = json.loads(json.dumps(adapter).replace("modbus-adapter", "aggregator"))
+        aggregator["spec"]["template"]["spec"]["containers"][0]["command"] = [
+            sys.executable,
+            "-m",
+            "edgeservice.workloads.aggregator",
+            "--config",
+            str(agg_config),
+        ]
+        await cluster.request("POST", "/apis/apps/v1/namespaces/default/deployments", aggregator)
+        history = await cluster.wait_until(
+            f"{DEVICES}/devices/{name}/history?property=setpoint",
+            lambda h: len(h.get("series", {}).get("setpoint", [])) >= 2,
+            timeout=60,
+            what="telemetry windows in the cloud's history",
+        )
+        point = history["series"]["setpoint"][-1]
+        assert (
+            point["count"] >= 1
+            and point["min"] <= point["mean"] <= point["max"]
+            and point["end"] > point["start"]
+        )
     finally:
         await sim.stop()
