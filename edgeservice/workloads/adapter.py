@@ -52,7 +52,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -634,19 +634,20 @@ class Adapter:
 SHUTDOWN_TIMEOUT_S = 3.0
 
 
-async def _serve(adapter: Adapter) -> None:
+async def serve_until_signalled(run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+    """Run a workload until SIGTERM/SIGINT, then give it SHUTDOWN_TIMEOUT_S to close its connections."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    run = asyncio.create_task(adapter.run(), name="adapter.run")
-    stopped = asyncio.create_task(stop.wait(), name="adapter.stop")
-    await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    task = asyncio.create_task(run(), name=f"{name}.run")
+    stopped = asyncio.create_task(stop.wait(), name=f"{name}.stop")
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    run.cancel()
+    task.cancel()
     try:
         async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
-            await asyncio.gather(run, stopped, return_exceptions=True)
+            await asyncio.gather(task, stopped, return_exceptions=True)
     except TimeoutError:
         log.warning("connections did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S)
         logging.shutdown()
@@ -684,5 +685,5 @@ def main(spec: AdapterSpec, argv: Sequence[str] | None = None) -> int:
         config.broker.host,
         config.broker.port,
     )
-    asyncio.run(_serve(Adapter(config, spec)))
+    asyncio.run(serve_until_signalled(Adapter(config, spec).run, "adapter"))
     return 0

@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import random
-import signal
 import socket
 import sys
 import time
@@ -60,12 +59,12 @@ from edgeservice.workloads.adapter import (
     BACKOFF_MAX_S,
     BACKOFF_MIN_S,
     EXIT_CONFIG,
-    SHUTDOWN_TIMEOUT_S,
     Broker,
     ConfigError,
     Outbox,
     now_ms,
     parse_broker,
+    serve_until_signalled,
 )
 
 log = logging.getLogger(__name__)
@@ -355,25 +354,6 @@ class Aggregator:
 # Entry point -----------------------------------------------------------------------------------------------
 
 
-async def _serve(aggregator: Aggregator) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    run = asyncio.create_task(aggregator.run(), name="aggregator.run")
-    stopped = asyncio.create_task(stop.wait(), name="aggregator.stop")
-    await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    run.cancel()
-    try:
-        async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
-            await asyncio.gather(run, stopped, return_exceptions=True)
-    except TimeoutError:
-        log.warning("connections did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S)
-        logging.shutdown()
-        os._exit(0)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edgeservice.workloads.aggregator --config FILE``: 0 when stopped by SIGTERM/SIGINT,
     :data:`EXIT_CONFIG` on a bad config. The last, partial window is not published on shutdown."""
@@ -401,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.broker.host,
         config.broker.port,
     )
-    asyncio.run(_serve(Aggregator(config)))
+    asyncio.run(serve_until_signalled(Aggregator(config).run, "aggregator"))
     return 0
 
 
