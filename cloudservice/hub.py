@@ -71,10 +71,6 @@ _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 HELLO_TIMEOUT = 10.0
 
 
-def pod_key(pod: JSONObject) -> str:
-    return object_key(PODS, pod)
-
-
 def object_key(rt: ResourceType, obj: JSONObject) -> str:
     m = obj.get("metadata", {})
     return tunnel_resource(rt, str(m.get("namespace", "")), str(m.get("name", "")))

@@ -573,44 +573,18 @@ class Adapter:
             await asyncio.sleep(RESTART_DELAY_S)
 
     async def _mqtt(self) -> None:
-        broker = self.config.broker
-        delay = BACKOFF_MIN_S
-        identifier = f"fleetops-{self.spec.protocol}-{os.getpid()}"
-        while True:
-            try:
-                # timeout bounds every MQTT operation, disconnect included (aiomqtt's default is 10 s).
-                async with aiomqtt.Client(
-                    broker.host,
-                    broker.port,
-                    identifier=identifier,
-                    timeout=3,
-                    socket_options=(
-                        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
-                    ),  # no Nagle: ~40 ms per publish
-                ) as client:
-                    for device_id in self.workers:
-                        await client.subscribe(delta_topic(device_id), qos=QOS)
-                    log.info("mqtt connected to %s:%d", broker.host, broker.port)
-                    delay = BACKOFF_MIN_S
-                    for worker in self.workers.values():
-                        worker.resync()
-                    sender = asyncio.create_task(self._send(client), name="adapter.mqtt.send")
-                    try:
-                        async for message in client.messages:
-                            self._dispatch(message.topic.value, message.payload)
-                    finally:
-                        sender.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await sender
-            except aiomqtt.MqttError as exc:
-                log.warning("mqtt %s:%d: %s; reconnecting in %.1f s", broker.host, broker.port, exc, delay)
-            await asyncio.sleep(delay * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER))
-            delay = min(delay * 2, BACKOFF_MAX_S)
+        def resync() -> None:
+            for worker in self.workers.values():
+                worker.resync()
 
-    async def _send(self, client: aiomqtt.Client) -> None:
-        while True:
-            topic, data = await self.outbox.get()
-            await client.publish(topic, data, qos=QOS)
+        await mqtt_session(
+            self.config.broker,
+            f"fleetops-{self.spec.protocol}-{os.getpid()}",
+            [delta_topic(device_id) for device_id in self.workers],
+            self.outbox,
+            self._dispatch,
+            on_connect=resync,
+        )
 
     def _dispatch(self, topic: str, payload: Any) -> None:
         device_id = device_of_delta_topic(topic)
@@ -627,6 +601,55 @@ class Adapter:
 
 
 # Entry point -----------------------------------------------------------------------------------------------
+
+
+async def mqtt_session(
+    broker: Broker,
+    identifier: str,
+    topics: Sequence[str],
+    outbox: Outbox,
+    on_message: Callable[[str, Any], None],
+    *,
+    on_connect: Callable[[], None] | None = None,
+) -> None:
+    """A workload's MQTT connection, for ever: subscribe to ``topics``, hand each message to
+    ``on_message(topic, payload)``, publish what ``outbox`` holds, and reconnect with jittered backoff."""
+    delay = BACKOFF_MIN_S
+    while True:
+        try:
+            # timeout bounds every MQTT operation, disconnect included (aiomqtt's default is 10 s); no Nagle:
+            # it costs ~40 ms per publish that follows an unacknowledged packet.
+            async with aiomqtt.Client(
+                broker.host,
+                broker.port,
+                identifier=identifier,
+                timeout=3,
+                socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            ) as client:
+                for topic in topics:
+                    await client.subscribe(topic, qos=QOS)
+                log.info("mqtt connected to %s:%d", broker.host, broker.port)
+                delay = BACKOFF_MIN_S
+                if on_connect is not None:
+                    on_connect()
+                sender = asyncio.create_task(_publish(client, outbox), name=f"{identifier}.send")
+                try:
+                    async for message in client.messages:
+                        on_message(message.topic.value, message.payload)
+                finally:
+                    sender.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await sender
+        except aiomqtt.MqttError as exc:
+            log.warning("mqtt %s:%d: %s; reconnecting in %.1f s", broker.host, broker.port, exc, delay)
+        await asyncio.sleep(delay * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER))
+        delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+async def _publish(client: aiomqtt.Client, outbox: Outbox) -> None:
+    while True:
+        topic, data = await outbox.get()
+        await client.publish(topic, data, qos=QOS)
 
 
 # Seconds the adapter gives itself to close its connections after SIGTERM. A broker or device that does

@@ -36,13 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import os
-import random
-import socket
 import sys
 import time
 import uuid
@@ -51,17 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from app.resources import JSONObject
 from edgeservice.workloads.adapter import (
-    BACKOFF_JITTER,
-    BACKOFF_MAX_S,
-    BACKOFF_MIN_S,
     EXIT_CONFIG,
     Broker,
     ConfigError,
     Outbox,
+    mqtt_session,
     now_ms,
     parse_broker,
     serve_until_signalled,
@@ -311,44 +304,18 @@ class Aggregator:
                 deadline = time.monotonic() + self.config.window_s
 
     async def _mqtt(self) -> None:
-        broker = self.config.broker
-        delay = BACKOFF_MIN_S
-        identifier = f"fleetops-aggregator-{os.getpid()}"
-        while True:
-            try:
-                # timeout bounds every MQTT operation, disconnect included (aiomqtt's default is 10 s).
-                async with aiomqtt.Client(
-                    broker.host,
-                    broker.port,
-                    identifier=identifier,
-                    timeout=3,
-                    socket_options=(
-                        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
-                    ),  # no Nagle: ~40 ms per publish
-                ) as client:
-                    await client.subscribe(TWIN_UPDATE_FILTER, qos=QOS)
-                    log.info("mqtt connected to %s:%d", broker.host, broker.port)
-                    delay = BACKOFF_MIN_S
-                    sender = asyncio.create_task(self._send(client), name="aggregator.mqtt.send")
-                    try:
-                        async for message in client.messages:
-                            device_id = device_of_twin_topic(message.topic.value)
-                            payload = message.payload
-                            if device_id is not None and isinstance(payload, bytes | str):
-                                self.add(device_id, payload)
-                    finally:
-                        sender.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await sender
-            except aiomqtt.MqttError as exc:
-                log.warning("mqtt %s:%d: %s; reconnecting in %.1f s", broker.host, broker.port, exc, delay)
-            await asyncio.sleep(delay * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER))
-            delay = min(delay * 2, BACKOFF_MAX_S)
+        def on_message(topic: str, payload: Any) -> None:
+            device_id = device_of_twin_topic(topic)
+            if device_id is not None and isinstance(payload, bytes | str):
+                self.add(device_id, payload)
 
-    async def _send(self, client: aiomqtt.Client) -> None:
-        while True:
-            topic, data = await self.outbox.get()
-            await client.publish(topic, data, qos=QOS)
+        await mqtt_session(
+            self.config.broker,
+            f"fleetops-aggregator-{os.getpid()}",
+            [TWIN_UPDATE_FILTER],
+            self.outbox,
+            on_message,
+        )
 
 
 # Entry point -----------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -33,10 +32,10 @@ from edgeservice.workloads.adapter import (
     report_due,
 )
 from edgeservice.workloads.modbus import decode_registers, encode_registers
+from tests.workloads import run_workload, stop_workload
 
 BROKER = ("127.0.0.1", 1883)
 TIMEOUT = 20.0
-REPO = Path(__file__).resolve().parents[2]
 
 # --- pure conversions and decisions ------------------------------------------------------------------------
 
@@ -242,33 +241,6 @@ async def broker() -> None:
         pytest.skip(reason)
 
 
-async def _run_adapter(module: str, config: Path) -> asyncio.subprocess.Process:
-    # The log goes to a file next to the config: a pipe nobody reads during the test would fill up
-    # (the adapter logs every failed read while a device is away) and block the adapter on write.
-    with (config.parent / f"{module}.log").open("wb") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"edgeservice.workloads.{module}",
-            "--config",
-            str(config),
-            cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=log,
-        )
-
-
-async def _stop(proc: asyncio.subprocess.Process, log: Path) -> bytes:
-    if proc.returncode is None:
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), 10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-    return log.read_bytes()
-
-
 class Topics:
     """Every message of one device, in arrival order, with waiting for one that matches."""
 
@@ -339,7 +311,7 @@ async def test_modbus_adapter_reports_writes_refuses_and_tracks_online(
     config = tmp_path / "adapter.json"
     config.write_text(json.dumps(modbus_config(device_id, port)))
     topics = await _subscribe(mqtt, device_id)
-    proc = await _run_adapter("modbus", config)
+    proc = await run_workload("modbus", config)
     try:
         await topics.state(ONLINE)
         assert await topics.actual("setpoint", lambda v: v == "0") == "0"
@@ -368,7 +340,7 @@ async def test_modbus_adapter_reports_writes_refuses_and_tracks_online(
         await topics.state(ONLINE)
         await topics.actual("setpoint", lambda v: True)  # a fresh pump: values flow again
     finally:
-        err = await _stop(proc, tmp_path / "modbus.log")
+        err = await stop_workload(proc, tmp_path / "modbus.log")
         await sim.stop()
     assert proc.returncode == 0, err.decode()
 
@@ -380,7 +352,7 @@ async def test_opcua_adapter_reports_and_writes(mqtt: aiomqtt.Client, tmp_path: 
     config = tmp_path / "adapter.json"
     config.write_text(json.dumps(opcua_config(device_id, sim.endpoint)))
     topics = await _subscribe(mqtt, device_id)
-    proc = await _run_adapter("opcua", config)
+    proc = await run_workload("opcua", config)
     try:
         await topics.state(ONLINE)
         await topics.actual("temperature", lambda v: float(v) > -50)
@@ -393,7 +365,7 @@ async def test_opcua_adapter_reports_and_writes(mqtt: aiomqtt.Client, tmp_path: 
         result = await topics.wait("twin/update/result", lambda p: p.get("event_id") == event_id)
         assert result["code"] == 400 and "ReadOnly" in result["reason"]
     finally:
-        err = await _stop(proc, tmp_path / "opcua.log")
+        err = await stop_workload(proc, tmp_path / "opcua.log")
         await sim.stop()
     assert proc.returncode == 0, err.decode()
 
@@ -430,10 +402,10 @@ def _bad(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
 async def test_bad_config_exits_2_naming_the_field(tmp_path: Path, config: Any, needle: str) -> None:
     path = tmp_path / "adapter.json"
     path.write_text(config if isinstance(config, str) else json.dumps(config))
-    proc = await _run_adapter("modbus", path)
+    proc = await run_workload("modbus", path)
     try:
         await asyncio.wait_for(proc.wait(), 30)
     finally:
-        err = await _stop(proc, tmp_path / "modbus.log")
+        err = await stop_workload(proc, tmp_path / "modbus.log")
     assert proc.returncode == EXIT_CONFIG
     assert needle in err.decode()

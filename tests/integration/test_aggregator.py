@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,10 +27,10 @@ from edgeservice.workloads.aggregator import (
     samples_of,
     summary_payload,
 )
+from tests.workloads import run_workload, stop_workload
 
 BROKER = ("127.0.0.1", 1883)
 TIMEOUT = 20.0
-REPO = Path(__file__).resolve().parents[2]
 
 # --- pure window logic -------------------------------------------------------------------------------------
 
@@ -214,32 +213,6 @@ async def mqtt() -> AsyncIterator[aiomqtt.Client]:
         yield client
 
 
-async def _run(config: Path) -> asyncio.subprocess.Process:
-    # The log goes to a file: a pipe nobody reads during the test could fill up and block the process.
-    with (config.parent / "aggregator.log").open("wb") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "edgeservice.workloads.aggregator",
-            "--config",
-            str(config),
-            cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=log,
-        )
-
-
-async def _stop(proc: asyncio.subprocess.Process, log: Path) -> bytes:
-    if proc.returncode is None:
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), 10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-    return log.read_bytes()
-
-
 def _update(values: dict[str, str]) -> bytes:
     ts = int(time.time() * 1000)
     twin = {p: {"actual": {"value": v, "metadata": {"timestamp": ts}}} for p, v in values.items()}
@@ -271,7 +244,7 @@ async def test_aggregator_publishes_window_summaries(mqtt: aiomqtt.Client, tmp_p
     )
     await mqtt.subscribe("$ke/events/device/+/data/update", qos=1)
     seen: list[str] = []
-    proc = await _run(config)
+    proc = await run_workload("aggregator", config)
     try:
         # Until the aggregator has subscribed, updates are lost: feed a warm-up device until its first
         # summary shows the aggregator is listening.
@@ -316,7 +289,7 @@ async def test_aggregator_publishes_window_summaries(mqtt: aiomqtt.Client, tmp_p
         assert later["window"]["start"] >= summaries[-1]["window"]["end"]
         assert data_topic(other) not in seen
     finally:
-        err = await _stop(proc, tmp_path / "aggregator.log")
+        err = await stop_workload(proc, tmp_path / "aggregator.log")
     assert proc.returncode == 0, err.decode()
 
 
@@ -332,10 +305,10 @@ async def test_aggregator_publishes_window_summaries(mqtt: aiomqtt.Client, tmp_p
 async def test_bad_config_exits_2_naming_the_field(tmp_path: Path, config: str, needle: str) -> None:
     path = tmp_path / "aggregator.json"
     path.write_text(config)
-    proc = await _run(path)
+    proc = await run_workload("aggregator", path)
     try:
         await asyncio.wait_for(proc.wait(), 30)
     finally:
-        err = await _stop(proc, tmp_path / "aggregator.log")
+        err = await stop_workload(proc, tmp_path / "aggregator.log")
     assert proc.returncode == EXIT_CONFIG
     assert needle in err.decode()
