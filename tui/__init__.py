@@ -1,0 +1,1 @@
+"""The field engineer's terminal UI (Textual): ``fleetops tui``."""
