@@ -58,7 +58,7 @@ class CloudCore:
         self.tokens = TokenStore(config.data_dir / "tokens.json")
         self.store = open_store(config.store_url or str(config.data_dir / "cloud.db"))
         self.usage = UsageStore()
-        self.history = History()
+        self.history = History(store=self.store)
         self.hub = CloudHub(
             self.store,
             self.tokens,

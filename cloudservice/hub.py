@@ -145,6 +145,16 @@ def own_usage(sample: JSONObject, pods: dict[str, set[str]]) -> JSONObject:
     return {**sample, "pods": mine}
 
 
+def is_telemetry(msg: Message) -> bool:
+    """An edge's device telemetry summary (``namespace/devicedata/name``), which the hub stores in batches."""
+    return (
+        msg.group == GROUP_RESOURCE
+        and msg.operation == "update"
+        and msg.resource.count("/") == 2
+        and msg.resource.split("/")[1] == "devicedata"
+    )
+
+
 def outbox_cursor(node: str, epoch: str) -> str:
     return f"edge-outbox/{node}/{epoch}"
 
@@ -226,6 +236,7 @@ class CloudHub:
             "duplicates_skipped": 0,
             "streams_opened": 0,
             "oversized": 0,
+            "telemetry_summaries": 0,
         }
 
     @property
@@ -458,6 +469,9 @@ class CloudHub:
                         await self._resync_live(s)
                     resync = False
                 async for ev in watch:
+                    if ev.resource is DEVICES and ev.type == "DELETED" and self.history is not None:
+                        meta = ev.object.get("metadata", {})
+                        await self.history.forget(str(meta.get("namespace", "")), str(meta.get("name", "")))
                     if ev.resource in BOUND or ev.resource in CONFIG_TYPES:
                         self._route(ev)
             except StoreError as exc:
@@ -485,9 +499,6 @@ class CloudHub:
             self._route_config(ev)
             return
         pod = ev.object
-        if ev.resource is DEVICES and ev.type == "DELETED" and self.history is not None:
-            meta = pod.get("metadata", {})
-            self.history.forget(str(meta.get("namespace", "")), str(meta.get("name", "")))
         node = pod.get("spec", {}).get("nodeName")
         s = self.sessions.get(node) if isinstance(node, str) else None
         if s is None:
@@ -602,6 +613,7 @@ class CloudHub:
         return stream
 
     async def _on_events(self, s: NodeSession, events: list[Event]) -> None:
+        telemetry: list[Message] = []
         for ev in events:
             if isinstance(ev, (Delivered, Replied)) and ev.message.group == GROUP_STREAM:
                 stream = s.streams.get(stream_id(ev.message))
@@ -610,8 +622,12 @@ class CloudHub:
             elif isinstance(ev, FrameRejected):
                 self.stats["rejected_frames"] += 1
                 log.warning("node %s sent a bad frame: %s (%r)", s.node, ev.reason, ev.excerpt)
+            elif isinstance(ev, Delivered) and is_telemetry(ev.message):
+                telemetry.append(ev.message)
             elif isinstance(ev, Delivered):
                 await self._on_message(s, ev.message)
+        if telemetry:
+            await self._record_device_data(s, telemetry)
 
     async def _on_message(self, s: NodeSession, msg: Message) -> None:
         if msg.group == GROUP_HUB and msg.operation == "update" and msg.resource == f"/node/{s.node}":
@@ -644,9 +660,6 @@ class CloudHub:
             rtype == "devicestatus" and msg.operation == "update" and isinstance(content.get("status"), dict)
         ):
             await self._apply_device_status(s, msg, (namespace, name, str(uid)), content["status"])
-            s.channel.ack(msg)
-        elif rtype == "devicedata" and msg.operation == "update" and isinstance(content.get("summary"), dict):
-            await self._record_device_data(s, namespace, name, str(uid), content["summary"])
             s.channel.ack(msg)
         elif rtype == "event" and msg.operation == "insert":
             await self._record_pod_event(s, namespace, name, content)
@@ -705,19 +718,47 @@ class CloudHub:
         with contextlib.suppress(NotFound):
             await self.store.guaranteed_update(DEVICES, namespace, name, apply, cursor=cursor)
 
-    async def _record_device_data(
-        self, s: NodeSession, namespace: str, name: str, uid: str, summary: JSONObject
-    ) -> None:
-        """A telemetry window summary for one of this node's devices: into the cloud's bounded history."""
-        if self.history is None:
-            return
+    async def _record_device_data(self, s: NodeSession, messages: list[Message]) -> None:
+        """Telemetry window summaries for this node's devices, as many as one frame carried: into the
+        cloud's bounded history in one store transaction, then acknowledged. A store failure leaves them
+        unacknowledged, and the edge sends them again."""
+        accepted: list[tuple[str, str, JSONObject]] = []
+        owners: dict[tuple[str, str], str | None] = {}  # (namespace, name) -> uid, if this node's device
+        for msg in messages:
+            content = msg.content if isinstance(msg.content, dict) else {}
+            summary = content.get("summary")
+            try:
+                namespace, _, name = parse_tunnel_resource(msg.resource)
+            except ValueError as exc:
+                s.channel.reject(msg, str(exc))
+                continue
+            if not isinstance(summary, dict):
+                s.channel.reject(msg, "a devicedata update needs a summary object")
+                continue
+            if (namespace, name) not in owners:
+                owners[(namespace, name)] = await self._device_uid(s, namespace, name)
+            if self.history is not None and owners[(namespace, name)] == content.get("uid"):
+                accepted.append((namespace, name, summary))
+        if accepted and self.history is not None:
+            try:
+                await self.history.add_many(accepted)
+            except StoreError as exc:
+                log.warning("node %s: telemetry not stored, the edge will resend it: %s", s.node, exc)
+                return
+            self.stats["telemetry_summaries"] += len(accepted)
+        for msg in messages:
+            s.channel.ack(msg)  # rejected ones count as handled; acking them again is harmless
+
+    async def _device_uid(self, s: NodeSession, namespace: str, name: str) -> str | None:
+        """The uid of the Device if it is bound to this node, else None."""
         try:
             device = await self.store.get(DEVICES, namespace, name)
         except NotFound:
-            return
-        if device.get("metadata", {}).get("uid") != uid or device.get("spec", {}).get("nodeName") != s.node:
-            return
-        self.history.add(namespace, name, summary)
+            return None
+        if device.get("spec", {}).get("nodeName") != s.node:
+            return None
+        uid = device.get("metadata", {}).get("uid")
+        return uid if isinstance(uid, str) else None
 
     async def _record_pod_event(self, s: NodeSession, namespace: str, name: str, content: JSONObject) -> None:
         """An Event the edge recorded about one of its pods (Started, BackOff, Unhealthy...)."""

@@ -132,6 +132,12 @@ _HUB_COUNTERS = (
         None,
     ),
     ("fleetops_hub_streams_opened_total", "Streams (pod logs) opened to edges.", "streams_opened", None),
+    (
+        "fleetops_hub_telemetry_summaries_total",
+        "Device telemetry window summaries from edges written to the history.",
+        "telemetry_summaries",
+        None,
+    ),
 )
 
 

@@ -63,6 +63,7 @@ def add_history_api(app: web.Application, history: History) -> None:
                 return _bad_parameter("sinceMs", f"invalid integer {raw[:40]!r}")
             if not 0 <= since_ms <= _MAX_MS:
                 return _bad_parameter("sinceMs", "must be between 0 and 2^63-1 milliseconds")
+        await history.load(namespace, name)
         if not history.known(namespace, name):
             message = f'{DEVICES.plural}.{DEVICES.group} "{name}" has no history'
             status = failure_status(

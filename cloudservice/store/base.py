@@ -16,8 +16,9 @@ Semantics follow etcd as the Kubernetes API server uses it:
 
 from __future__ import annotations
 
+import builtins
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -80,6 +81,42 @@ class Watch(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One window summary of one device property. Times are epoch milliseconds; ``last`` is the window's
+    last reading."""
+
+    start: int
+    end: int
+    min: float
+    max: float
+    mean: float
+    count: int
+    last: float
+
+    def to_json(self) -> JSONObject:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "count": self.count,
+            "last": self.last,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    """A :class:`Point` with the series it belongs to, as the telemetry history stores it. Not a
+    Kubernetes object: it takes no revision and makes no watch event."""
+
+    namespace: str
+    device: str
+    property: str
+    point: Point
+
+
 # A read-modify-write function: gets the current object (a deep copy), returns the new one, or None
 # to leave it unchanged.
 UpdateFn = Callable[[JSONObject], JSONObject | None]
@@ -129,6 +166,25 @@ class Store(Protocol):
 
     async def read_cursor(self, name: str) -> int:
         """The stored value of a cursor, 0 when never written."""
+        ...
+
+    async def write_telemetry(
+        self,
+        points: Sequence[TelemetryPoint],
+        *,
+        prune: Sequence[tuple[str, str, str]] = (),
+        keep: int = 0,
+    ) -> None:
+        """Append telemetry points in one transaction; for each ``(namespace, device, property)`` in
+        ``prune``, keep only its ``keep`` newest points (by window end)."""
+        ...
+
+    async def telemetry(self, namespace: str, device: str) -> builtins.list[TelemetryPoint]:
+        """Every kept point of a device, ordered by property, then window end."""
+        ...
+
+    async def forget_telemetry(self, namespace: str, device: str) -> None:
+        """Drop every point of a device (it was deleted)."""
         ...
 
     def watch(self, rt: ResourceType | None, namespace: str | None = None, since: int | None = None) -> Watch:

@@ -35,6 +35,12 @@ Deliberately not done (yet):
 * In-memory SQLite (``sqlite+aiosqlite://``) works for a single caller, but it shares one connection
   (StaticPool), so concurrent readers see uncommitted writes; use a file.
 * Label/field selectors are the caller's job; the store filters by kind and namespace only.
+
+Telemetry. Device window summaries (:class:`~cloudservice.store.base.TelemetryPoint`) live in their own
+table, outside the revision counter and the event log: they are not Kubernetes objects and nobody watches
+them row by row. A hub batch of summaries is one transaction (one fsync), which is what lets one edge's
+telemetry arrive at thousands of summaries per second; the caller bounds each property's rows with
+``prune``/``keep``.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import logging
 import secrets
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +62,8 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ColumnElement,
+    Float,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -76,7 +84,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.resources import JSONObject, ResourceType, by_plural, meta, now_rfc3339
 from cloudservice.errors import AlreadyExists, Conflict, Gone, NotFound, StoreError
-from cloudservice.store.base import Cursor, EventType, UpdateFn, WatchEvent
+from cloudservice.store.base import Cursor, EventType, Point, TelemetryPoint, UpdateFn, WatchEvent
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +128,7 @@ class _Tables:
     objects: Table
     events: Table
     cursors: Table
+    telemetry: Table
 
 
 def _tables(schema: str | None) -> _Tables:
@@ -165,6 +174,22 @@ def _tables(schema: str | None) -> _Tables:
             md,
             Column("name", String(255), primary_key=True),
             Column("value", BigInteger, nullable=False),
+        ),
+        telemetry=Table(
+            "telemetry",
+            md,
+            Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+            Column("namespace", String(63), nullable=False),
+            Column("device", String(253), nullable=False),
+            Column("property", String(253), nullable=False),
+            Column("start_ms", BigInteger, nullable=False),
+            Column("end_ms", BigInteger, nullable=False),
+            Column("min", Float, nullable=False),
+            Column("max", Float, nullable=False),
+            Column("mean", Float, nullable=False),
+            Column("count", BigInteger, nullable=False),
+            Column("last", Float, nullable=False),
+            Index("telemetry_series", "namespace", "device", "property", "end_ms"),
         ),
     )
 
@@ -792,6 +817,84 @@ class SqlStore:
             return False
         await conn.execute(update(self._t.cursors).where(c.name == cursor.name).values(value=cursor.value))
         return True
+
+    # ----------------------------------------------------------------------------------- telemetry
+
+    async def write_telemetry(
+        self,
+        points: Sequence[TelemetryPoint],
+        *,
+        prune: Sequence[tuple[str, str, str]] = (),
+        keep: int = 0,
+    ) -> None:
+        if not points and not prune:
+            return
+        tc = self._t.telemetry.c
+        rows = [
+            {
+                "namespace": p.namespace,
+                "device": p.device,
+                "property": p.property,
+                "start_ms": p.point.start,
+                "end_ms": p.point.end,
+                "min": p.point.min,
+                "max": p.point.max,
+                "mean": p.point.mean,
+                "count": p.point.count,
+                "last": p.point.last,
+            }
+            for p in points
+        ]
+        engine = self._require_engine()
+        # Telemetry takes no revision, but SQLite has one writer: queue behind this process's object
+        # writes instead of meeting them at the busy timeout.
+        async with self._write_lock:
+            try:
+                async with engine.begin() as conn:
+                    if rows:
+                        await conn.execute(insert(self._t.telemetry), rows)
+                    for namespace, device, prop in prune:
+                        series = and_(tc.namespace == namespace, tc.device == device, tc.property == prop)
+                        # The end of the oldest point to keep; everything older goes.
+                        cutoff = (
+                            select(tc.end_ms)
+                            .where(series)
+                            .order_by(tc.end_ms.desc())
+                            .limit(1)
+                            .offset(max(keep, 1) - 1)
+                            .scalar_subquery()
+                        )
+                        await conn.execute(delete(self._t.telemetry).where(series, tc.end_ms < cutoff))
+            except (SQLAlchemyError, OSError) as exc:
+                raise BackendError("write_telemetry", str(exc)) from exc
+
+    async def telemetry(self, namespace: str, device: str) -> builtins.list[TelemetryPoint]:
+        tc = self._t.telemetry.c
+        stmt = (
+            select(tc.property, tc.start_ms, tc.end_ms, tc.min, tc.max, tc.mean, tc.count, tc.last)
+            .where(tc.namespace == namespace, tc.device == device)
+            .order_by(tc.property, tc.end_ms)
+        )
+        async with self._reading("telemetry") as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            TelemetryPoint(
+                namespace, device, prop, Point(int(start), int(end), lo, hi, mean, int(count), last)
+            )
+            for prop, start, end, lo, hi, mean, count, last in rows
+        ]
+
+    async def forget_telemetry(self, namespace: str, device: str) -> None:
+        tc = self._t.telemetry.c
+        engine = self._require_engine()
+        async with self._write_lock:
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        delete(self._t.telemetry).where(tc.namespace == namespace, tc.device == device)
+                    )
+            except (SQLAlchemyError, OSError) as exc:
+                raise BackendError("forget_telemetry", str(exc)) from exc
 
     # ----------------------------------------------------------------------------------- watch
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from cloudservice.errors import StoreError
 from cloudservice.history import AddResult, History
+from tests.unit.conftest import MakeStore
 
 JSONObject = dict[str, Any]
 
@@ -168,19 +170,77 @@ def test_series_filters_and_isolation() -> None:
     assert h.series("ns", "dev", "a")["a"][0]["min"] == 0.0
 
 
-def test_forget() -> None:
+async def test_forget() -> None:
     h = History()
     h.add("ns", "dev", summary(0, 10, t=entry()))
     h.add("ns", "keep", summary(0, 10, t=entry()))
-    h.forget("ns", "dev")
-    h.forget("ns", "never-seen")
+    await h.forget("ns", "dev")
+    await h.forget("ns", "never-seen")
     assert not h.known("ns", "dev") and h.known("ns", "keep")
     assert h.series("ns", "dev") == {}
     # A device added again after forget starts afresh: an old window is no longer stale.
     assert h.add("ns", "dev", summary(0, 5, t=entry())).kept == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"max_points": 0}, {"max_properties": 0}])
+@pytest.mark.parametrize("kwargs", [{"max_points": 0}, {"max_properties": 0}, {"max_devices": 0}])
 def test_bounds_must_be_positive(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be at least 1"):
         History(**kwargs)
+
+
+# -- persistence: History over a real store (SQLite file and PostgreSQL) -------------------------------
+
+
+async def test_points_survive_a_restart(make_store: MakeStore) -> None:
+    store = await make_store()
+    h = History(store=store)
+    results = await h.add_many(
+        [
+            ("ns", "dev", summary(0, 10, t=entry(1.0), p=entry(5.0))),
+            ("ns", "dev", summary(10, 20, t=entry(2.0))),
+            ("ns", "other", summary(0, 10, t=entry(9.0))),
+        ]
+    )
+    assert results == [AddResult(kept=2), AddResult(kept=1), AddResult(kept=1)]
+    # A new History on the same store (a restarted cloud) reads it back on first use.
+    again = History(store=await make_store())
+    assert not again.known("ns", "dev")
+    await again.load("ns", "dev")
+    assert again.series("ns", "dev") == h.series("ns", "dev")
+    assert [p["end"] for p in again.series("ns", "dev", "t")["t"]] == [10, 20]
+    # What was already stored is stale after the restart too: an edge's resend adds nothing.
+    assert (await again.add_many([("ns", "dev", summary(10, 20, t=entry(2.0)))])) == [AddResult(stale=1)]
+
+
+async def test_store_rows_are_pruned_to_the_ring(make_store: MakeStore) -> None:
+    store = await make_store()
+    h = History(10, store=store)
+    for i in range(1, 36):
+        await h.add_many([("ns", "dev", summary(i * 10, i * 10 + 10, t=entry(float(i))))])
+    rows = await store.telemetry("ns", "dev")
+    # Pruned every max_points // 10 points once the ring is full: never more than a prune step over.
+    assert 10 <= len(rows) <= 11
+    assert rows[-1].point.end == 360
+    await h.forget("ns", "dev")
+    assert await store.telemetry("ns", "dev") == []
+
+
+async def test_devices_beyond_the_cache_are_reloaded(make_store: MakeStore) -> None:
+    h = History(store=await make_store(), max_devices=2)
+    for dev in ("a", "b", "c"):
+        await h.add_many([("ns", dev, summary(0, 10, t=entry()))])
+    assert not h.known("ns", "a")  # evicted, least recently used
+    await h.load("ns", "a")
+    assert ends(h, since_ms=None) == [] and h.series("ns", "a")["t"][0]["end"] == 10
+
+
+async def test_a_failed_write_is_not_acknowledged_and_can_be_resent(make_store: MakeStore) -> None:
+    store = await make_store()
+    h = History(store=store)
+    await h.add_many([("ns", "dev", summary(0, 10, t=entry()))])
+    await store.close()
+    with pytest.raises(StoreError):
+        await h.add_many([("ns", "dev", summary(10, 20, t=entry()))])
+    # The device was evicted, so the resend (to a working store) is not mistaken for a stale duplicate.
+    h.store = await make_store()
+    assert await h.add_many([("ns", "dev", summary(10, 20, t=entry()))]) == [AddResult(kept=1)]
