@@ -18,9 +18,11 @@ may carry a JSON array of envelopes: the tunnel batches what is ready to go into
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -35,8 +37,22 @@ GROUP_HUB: Final = "hub"
 GROUP_STREAM: Final = "stream"
 
 
+# Message ids: a random per-process prefix and a counter. Unique across processes and restarts like a
+# uuid4, without a call to the OS's random source per message (a measurable cost at telemetry rates).
+_id_prefix = secrets.token_hex(8)
+_id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:  # a forked child must not repeat its parent's ids
+    global _id_prefix
+    _id_prefix = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def new_msg_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_id_prefix}{next(_id_counter):016x}"
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, Fram
 from app.tunnelio import ChannelRunner
 from edgeservice.edged import Edged
 from edgeservice.localapi import LocalApi, LocalApiError
-from edgeservice.metamanager import Change, MetaManager
+from edgeservice.metamanager import CacheError, Change, MetaManager
 from edgeservice.nodeinfo import default_labels, host_ip, node_status
 from edgeservice.podexec import PodExecProducer
 from edgeservice.podlogs import PodLogProducer
@@ -127,6 +127,14 @@ class EdgeCore:
         self._hello_id = ""
         self._awaiting: dict[str, int] | None = None
         self._full_sync_pending = False
+        # The outbox writer's queue (see _outbox_loop): emitted messages, acked sequence numbers, versions.
+        self._unsaved: list[tuple[Message, tuple[str, JSONObject] | None]] = []
+        self._acked: list[int] = []
+        self._acked_versions: dict[str, int] = {}
+        self._outbox_wake = asyncio.Event()
+        self._outbox_write: asyncio.Future[None] | None = None
+        # The highest sequence number a resync sent from the outbox on the current connection.
+        self._resent_through = 0
         self.stats = {"connects": 0, "received": 0, "acked_out": 0}
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -159,6 +167,7 @@ class EdgeCore:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._hub_loop(), name=f"edge[{self.node}].hub")
                 tg.create_task(self._heartbeat_loop(), name=f"edge[{self.node}].heartbeat")
+                tg.create_task(self._outbox_loop(), name=f"edge[{self.node}].outbox")
                 self._tg = tg
                 if not self.meta.rebuilt and self.meta.objects("device"):
                     self._twin().sync()
@@ -172,6 +181,7 @@ class EdgeCore:
             if self.config.stop_pods_on_exit:
                 await self.edged.stop_all_pods()
             await self.edged.stop()
+            await self._drain_outbox()
             self.meta.close()
             log.info(
                 "edge %s stopped%s",
@@ -232,13 +242,67 @@ class EdgeCore:
         self._emit(Message("delete", key, {"uid": m.get("uid")}, source=self.node))
 
     def _emit(self, msg: Message, *, status_of: tuple[str, JSONObject] | None = None) -> None:
+        """Queue a message for the cloud: the outbox writer persists it, then sends it (see
+        :meth:`_outbox_loop`)."""
         if not self.meta.is_open:  # shutting down: Edged's last words are not worth a crash
             return
-        self.meta.enqueue(msg, status_of=status_of)
-        if self._channel is not None:
-            self._channel.send_reliable(msg, None)
-            if self._runner is not None:
-                self._runner.kick()
+        self._unsaved.append((msg, status_of))
+        self._outbox_wake.set()
+
+    async def _outbox_loop(self) -> None:
+        """The outbox's group commit. Emitted messages and the cloud's acks wait here until the writer is
+        free; one transaction in a worker thread then persists all of them (one fsync), and the messages
+        go on the tunnel. While a commit waits for the disk the loop keeps taking MQTT and tunnel input,
+        so under load each commit carries what arrived during the previous one; when idle a message is
+        written alone, at once. A failed write (a full or broken disk) is retried every second with the
+        same messages, in order; nothing is sent that is not on disk."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._outbox_wake.wait()
+            self._outbox_wake.clear()
+            batch, self._unsaved = self._unsaved, []
+            acked, self._acked = self._acked, []
+            versions, self._acked_versions = self._acked_versions, {}
+            if not batch and not acked and not versions:
+                continue
+            self._outbox_write = loop.run_in_executor(None, self.meta.write_outbox, batch, acked, versions)
+            try:
+                # Shielded: a cancelled edge still lets the commit finish (run() waits for it).
+                await asyncio.shield(self._outbox_write)
+            except CacheError as exc:
+                log.error("edge %s: outbox not written, retrying in 1 s: %s", self.node, exc)
+                self._unsaved[:0] = batch
+                self._acked[:0] = acked
+                self._acked_versions = versions | self._acked_versions
+                await asyncio.sleep(1.0)
+                self._outbox_wake.set()
+                continue
+            self.stats["acked_out"] += len(acked)
+            self._send_persisted([m for m, _ in batch])
+
+    def _send_persisted(self, messages: list[Message]) -> None:
+        channel = self._channel
+        if channel is None:
+            return  # they wait in the outbox for the next connection
+        # A resync that read the outbox after this commit already sent these.
+        fresh = [m for m in messages if m.seq > self._resent_through]
+        for msg in fresh:
+            channel.send_reliable(msg, None)
+        if fresh and self._runner is not None:
+            self._runner.kick()
+
+    async def _drain_outbox(self) -> None:
+        """On the way out: let a commit in flight finish, and persist what is still queued."""
+        if self._outbox_write is not None:
+            await asyncio.wait([self._outbox_write])
+            self._outbox_write = None
+        batch, self._unsaved = self._unsaved, []
+        acked, self._acked = self._acked, []
+        versions, self._acked_versions = self._acked_versions, {}
+        try:
+            self.meta.write_outbox(batch, acked, versions)
+        except CacheError as exc:
+            log.error("edge %s: %d outbox messages lost on shutdown: %s", self.node, len(batch), exc)
 
     # -- the tunnel -------------------------------------------------------------------------------
 
@@ -351,6 +415,7 @@ class EdgeCore:
         pending = self.meta.outbox()
         for msg in pending:
             channel.send_reliable(msg, None)
+        self._resent_through = max((m.seq for m in pending), default=0)
         log.info(
             "edge %s connected: %d objects assigned, %d to fetch, %d outbox messages to send",
             self.node,
@@ -375,8 +440,8 @@ class EdgeCore:
                     self._twin().sync()
 
     def _on_acked(self, acked: list[Acked]) -> None:
-        """The cloud applied these outbox messages: drop them in one transaction (one fsync per batch, not
-        per message, which matters when a week offline is flushed), and note current spec versions."""
+        """The cloud applied these outbox messages: drop them, and note current spec versions (the outbox
+        writer does both, with whatever else it commits next)."""
         seqs = [ev.message.seq for ev in acked if ev.message.seq]
         versions: dict[str, int] = {}
         for ev in acked:
@@ -384,8 +449,10 @@ class EdgeCore:
             rv = content.get("resourceversion")
             if rv and "/podstatus/" in ev.message.resource:
                 versions[ev.message.resource.replace("/podstatus/", "/pod/")] = int(rv)
-        self.meta.outbox_acked(seqs, versions)
-        self.stats["acked_out"] += len(seqs)
+        # Written by the outbox writer with the next batch: an ack costs no commit of its own.
+        self._acked.extend(seqs)
+        self._acked_versions.update(versions)
+        self._outbox_wake.set()
 
     def _hand_to_edged(self, changes: list[Change]) -> None:
         for change in changes:

@@ -19,7 +19,10 @@ the fsync cost is paid per batch, not per message.
 A file that cannot be opened, fails ``PRAGMA quick_check`` or carries an unknown schema version is never
 trusted: it is moved aside as ``<name>.corrupt-<timestamp>``, reported, and a fresh cache is built; the
 cloud then resends everything on the next connection. Calls are synchronous and short; the edge runs
-them on its event loop (a commit is a few milliseconds on eMMC), which keeps ordering trivial.
+them on its event loop (a commit is a few milliseconds on eMMC), which keeps ordering trivial, except
+the outbox's writes (:meth:`MetaManager.write_outbox`): the edge runs those in a worker thread as a group
+commit, so that the loop keeps taking messages (a burst of device telemetry) while a commit waits for the
+disk, and the next commit carries everything that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -43,6 +47,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -112,6 +117,9 @@ class MetaManager:
         self._engine: Engine | None = None
         self.rebuilt = False
         self.epoch = ""
+        # Outbox rows, counted lazily (see outbox_depth); the lock because write_outbox may run in a thread.
+        self._depth: int | None = None
+        self._depth_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -197,6 +205,7 @@ class MetaManager:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+            self._depth = None
 
     @property
     def is_open(self) -> bool:
@@ -318,24 +327,59 @@ class MetaManager:
     def enqueue(self, message: Message, *, status_of: tuple[str, JSONObject] | None = None) -> Message:
         """Persist a message for the cloud and return it stamped with its sequence number. With
         ``status_of`` the local status copy is written in the same transaction."""
+        self.write_outbox([(message, status_of)])
+        return message
+
+    def write_outbox(
+        self,
+        batch: Sequence[tuple[Message, tuple[str, JSONObject] | None]],
+        acked: Sequence[int] = (),
+        versions: dict[str, int] | None = None,
+    ) -> None:
+        """One outbox transaction: persist ``batch`` (stamping each message with its sequence number and
+        writing its ``status_of`` local status copy), drop the ``acked`` rows, and raise the cached
+        versions the cloud vouched for (see :meth:`outbox_acked`). One commit, one fsync, for the lot:
+        this is the edge's group commit. Safe to call from a worker thread (the engine's connections are
+        not tied to a thread), one call at a time."""
+        if not batch and not acked and not versions:
+            return
         try:
             with self.engine.begin() as conn:
-                seq = conn.execute(
-                    insert(outbox_t).values(key=message.resource, message=message.encode())
-                ).inserted_primary_key
-                assert seq is not None
-                message.seq = int(seq[0])
-                conn.execute(
-                    update(outbox_t).where(outbox_t.c.seq == message.seq).values(message=message.encode())
-                )
-                if status_of is not None:
-                    key, status = status_of
+                if batch:
+                    # Number the batch ourselves so each message is encoded once, with its seq, and the
+                    # rows go in with one executemany: AUTOINCREMENT's counter is the highest seq ever
+                    # used, and only this method inserts outbox rows, one call at a time.
+                    last = conn.exec_driver_sql(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
+                    ).scalar_one_or_none()
+                    rows: list[dict[str, object]] = []
+                    statuses: list[dict[str, object]] = []
+                    for i, (message, status_of) in enumerate(batch, start=int(last or 0) + 1):
+                        message.seq = i
+                        rows.append({"seq": i, "key": message.resource, "message": message.encode()})
+                        if status_of is not None:
+                            statuses.append({"k": status_of[0], "s": json.dumps(status_of[1])})
+                    conn.execute(insert(outbox_t), rows)
+                    if statuses:
+                        conn.execute(
+                            update(objects_t)
+                            .where(objects_t.c.key == bindparam("k"))
+                            .values(status=bindparam("s")),
+                            statuses,
+                        )
+                dropped = 0
+                if acked:
+                    dropped = int(conn.execute(delete(outbox_t).where(outbox_t.c.seq.in_(acked))).rowcount)
+                for key, rv in (versions or {}).items():
                     conn.execute(
-                        update(objects_t).where(objects_t.c.key == key).values(status=json.dumps(status))
+                        update(objects_t).where(objects_t.c.key == key, objects_t.c.rv < rv).values(rv=rv)
                     )
         except SQLAlchemyError as exc:
-            raise CacheError(f"cannot persist an outbox message for {message.resource}: {exc}") from exc
-        return message
+            names = ", ".join(sorted({m.resource for m, _ in batch})[:5]) or "acknowledged rows"
+            raise CacheError(f"cannot write the outbox ({len(batch)} message(s) for {names}): {exc}") from exc
+        with self._depth_lock:
+            if self._depth is not None:
+                self._depth += len(batch) - dropped
 
     def outbox(self, after: int = 0) -> list[Message]:
         with self.engine.connect() as conn:
@@ -347,19 +391,22 @@ class MetaManager:
     def outbox_acked(self, seqs: list[int], versions: dict[str, int] | None = None) -> None:
         """Drop acknowledged outbox rows, and raise objects' versions where the cloud said our copy of the
         spec is that current (it stored our status write as that version), in one transaction."""
-        with self.engine.begin() as conn:
-            if seqs:
-                conn.execute(delete(outbox_t).where(outbox_t.c.seq.in_(seqs)))
-            for key, rv in (versions or {}).items():
-                conn.execute(
-                    update(objects_t).where(objects_t.c.key == key, objects_t.c.rv < rv).values(rv=rv)
-                )
+        self.write_outbox([], seqs, versions)
 
     def outbox_done_through(self, seq: int) -> int:
         """The cloud already applied everything up to ``seq`` (its ack was lost): drop those rows."""
         with self.engine.begin() as conn:
-            return int(conn.execute(delete(outbox_t).where(outbox_t.c.seq <= seq)).rowcount)
+            dropped = int(conn.execute(delete(outbox_t).where(outbox_t.c.seq <= seq)).rowcount)
+        with self._depth_lock:
+            if self._depth is not None:
+                self._depth -= dropped
+        return dropped
 
     def outbox_depth(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(outbox_t)).scalar_one())
+        """Rows waiting in the outbox: counted once, then kept up to date by the writes (it is asked on
+        every telemetry message, and a COUNT per message would cost more than the insert)."""
+        with self._depth_lock:
+            if self._depth is None:
+                with self.engine.connect() as conn:
+                    self._depth = int(conn.execute(select(func.count()).select_from(outbox_t)).scalar_one())
+            return self._depth
