@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -26,12 +27,17 @@ async def run_workload(module: str, config: Path) -> asyncio.subprocess.Process:
 
 
 async def stop_workload(proc: asyncio.subprocess.Process, log: Path) -> bytes:
-    """SIGTERM, SIGKILL after 10 s; the process's log."""
+    """SIGTERM; after 10 s SIGABRT (the workload's faulthandler writes every thread's stack to the log, so
+    a hang says where it is), then SIGKILL; the process's log."""
     if proc.returncode is None:
         proc.terminate()
     try:
         await asyncio.wait_for(proc.wait(), 10)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        proc.send_signal(signal.SIGABRT)
+        try:
+            await asyncio.wait_for(proc.wait(), 3)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
     return log.read_bytes()

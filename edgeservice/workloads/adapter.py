@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -658,7 +659,9 @@ SHUTDOWN_TIMEOUT_S = 3.0
 
 
 async def serve_until_signalled(run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
-    """Run a workload until SIGTERM/SIGINT, then give it SHUTDOWN_TIMEOUT_S to close its connections."""
+    """Run a workload until SIGTERM/SIGINT, then give it SHUTDOWN_TIMEOUT_S to close its connections.
+    A fatal signal (SIGSEGV in a native library, SIGABRT) writes every thread's stack to the pod's log."""
+    faulthandler.enable()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
