@@ -23,8 +23,18 @@ rules below are those of ``edge/pkg/devicetwin/dtmanager/twin.go`` (``dealVersio
   actual value (``BuildDeviceTwinDelta`` in ``dttype/types_helper.go``); a document lists, for each
   property an update changed, its ``last`` and ``current`` state.
 
-The cloud's half (``cloud_update`` to stamp versions on a desired change, ``merge_edge_report`` to take
-in what the edge reports) is here too, so both ends share one definition of "newer".
+The cloud's half is here too, so both ends share one definition of "newer". KubeEdge keeps the versions
+in its edge database only; FleetOps carries them in the Device API, in the string ``metadata`` maps of
+KubeEdge's ``TwinProperty`` (``cloudVersion``, ``edgeVersion``):
+
+* the API server stamps ``spec.properties[].desired.metadata`` when a desired value changes
+  (:func:`stamp_desired`): the next cloud counter, and the edge counter the cloud has last heard of (from
+  ``status.twins[].observedDesired.metadata``), i.e. what the user saw when making the change;
+* the edge reports its expected versions in ``observedDesired.metadata`` (:func:`status_twins`).
+
+A desired value re-sent unchanged (the Device is delivered again because its status moved, or on
+reconnect) therefore carries the same stamp, and once the edge has changed the value on site that stamp
+is a conflict: the edge's value stands until someone sets a new desired value having seen it.
 
 Everything is JSON-shaped (``to_json``/``*_from_json``) so the edge can persist twins in SQLite and the
 tunnel can carry them. Time is an argument (``now``), never read here, so tests are exact.
@@ -57,6 +67,12 @@ CONFLICT = "conflict"  # the edge changed the value after the cloud's message wa
 NO_VERSION = "no version"  # a cloud update must carry a version
 INVALID = "invalid"  # the value does not fit the property
 UNKNOWN = "unknown property"  # the device has no such property
+
+# The metadata keys that carry a version through the Device API (see the module doc), and their values:
+# ASCII digits, short enough to stay an exact JSON number anywhere.
+CLOUD_VERSION_KEY = "cloudVersion"
+EDGE_VERSION_KEY = "edgeVersion"
+_COUNTER = re.compile(r"[0-9]{1,15}")
 
 # Result codes of ``twin/update/result``, as KubeEdge's dtcommon (BadRequestCode = 400).
 OK_CODE = 200
@@ -419,40 +435,64 @@ def compute_delta(twins: Twins) -> dict[str, str]:
 # Cloud side ------------------------------------------------------------------------------------------------
 
 
-def cloud_update(known: Twins, desired: Mapping[str, str], *, event_id: str, timestamp: int) -> TwinUpdate:
-    """The sync message for desired values set in the cloud: each gets the next cloud counter and the
-    edge counter the cloud last heard of, so the edge can tell whether it has changed the value since."""
-    patches: dict[str, TwinPatch] = {}
-    for name, value in desired.items():
-        v = known.get(name, Twin()).expected_version
-        patches[name] = TwinPatch(expected=value, expected_version=Version(v.cloud + 1, v.edge))
-    return TwinUpdate(event_id, timestamp, patches)
+def version_from_metadata(metadata: Mapping[str, Any]) -> Version | None:
+    """The version a ``TwinProperty.metadata`` carries (``None`` when it carries none or a bad one)."""
+    cloud, edge = metadata.get(CLOUD_VERSION_KEY), metadata.get(EDGE_VERSION_KEY)
+    if not isinstance(cloud, str) or not isinstance(edge, str):
+        return None
+    if not (_COUNTER.fullmatch(cloud) and _COUNTER.fullmatch(edge)):
+        return None
+    return Version(int(cloud), int(edge))
 
 
-def _merge_part(cur: Twin, rep: Twin, part: str) -> Twin:
-    mine = cast("Version", getattr(cur, f"{part}_version"))
-    theirs = cast("Version", getattr(rep, f"{part}_version"))
-    # The edge has changes the cloud has not seen (it wins, see check_sync_version), or it confirms a
-    # cloud value at least as new as the cloud's own; anything else predates what the cloud sent since.
-    if theirs.edge > mine.edge or (theirs.edge == mine.edge and theirs.cloud >= mine.cloud):
-        return replace(
-            cur,
-            **{
-                part: getattr(rep, part),
-                f"{part}_version": Version(max(mine.cloud, theirs.cloud), theirs.edge),
-            },
-        )
-    return cur
+def version_metadata(version: Version) -> dict[str, str]:
+    return {CLOUD_VERSION_KEY: str(version.cloud), EDGE_VERSION_KEY: str(version.edge)}
 
 
-def merge_edge_report(known: Twins, report: Twins) -> dict[str, Twin]:
-    """The cloud's view of a device's twins after the edge reports ``report`` (``UpdateResult.to_cloud``)."""
-    out = dict(known)
-    for name, rep in report.items():
-        cur = out.get(name, Twin(type=rep.type))
-        cur = _merge_part(cur, rep, "expected")
-        out[name] = _merge_part(cur, rep, "actual")
-    return out
+def _d(value: Any) -> Mapping[str, Any]:
+    return cast("Mapping[str, Any]", value) if isinstance(value, dict) else {}
+
+
+def _by_name(items: Any, key: str) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(items, list):
+        return {}
+    return {i[key]: i for i in items if isinstance(i, dict) and isinstance(i.get(key), str)}
+
+
+def stamp_desired(new: JSONObject, old: JSONObject | None, *, timestamp: int) -> None:
+    """Stamp the desired values of a Device being written through the API (in place).
+
+    A desired value equal to the old object's keeps the old stamp, whatever metadata the client sent (a
+    ``kubectl apply`` that replaced the properties list, an edited copy of an old object). A new or
+    changed value gets the next cloud counter and, as its edge counter, the one the edge last reported for
+    that property in the old object's status: the edge uses it to tell whether it changed the value on
+    site after the user made this change (see :func:`check_sync_version`). Shapes are not validated here;
+    malformed input is left for validation to reject."""
+    spec = new.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("properties"), list):
+        return
+    old_props = _by_name(_d(_d(old).get("spec")).get("properties"), "name")
+    observed = _by_name(_d(_d(old).get("status")).get("twins"), "propertyName")
+    for prop in spec["properties"]:
+        desired = _d(prop).get("desired")
+        if not isinstance(desired, dict) or not isinstance(desired.get("value"), str):
+            continue
+        name = prop.get("name")
+        meta = dict(_d(desired.get("metadata")))
+        before = _d(_d(old_props.get(name)).get("desired"))
+        before_meta = _d(before.get("metadata"))
+        kept = version_from_metadata(before_meta)
+        if kept is not None and before.get("value") == desired["value"]:
+            meta.update(version_metadata(kept))
+            if "timestamp" in before_meta:
+                meta["timestamp"] = before_meta["timestamp"]
+        else:
+            seen_meta = _d(_d(_d(observed.get(name)).get("observedDesired")).get("metadata"))
+            seen = version_from_metadata(seen_meta) or Version()
+            cloud = max(kept.cloud if kept else 0, seen.cloud) + 1
+            meta.update(version_metadata(Version(cloud, seen.edge)))
+            meta["timestamp"] = str(timestamp)
+        desired["metadata"] = meta
 
 
 def status_twins(twins: Twins) -> list[JSONObject]:
@@ -468,7 +508,9 @@ def status_twins(twins: Twins) -> list[JSONObject]:
         if t.actual is not None:
             entry["reported"] = prop(t.actual)
         if t.expected is not None:
-            entry["observedDesired"] = prop(t.expected)
+            observed = prop(t.expected)
+            observed["metadata"].update(version_metadata(t.expected_version))
+            entry["observedDesired"] = observed
         out.append(entry)
     return out
 

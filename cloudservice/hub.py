@@ -662,7 +662,10 @@ class CloudHub:
             await self._apply_device_status(s, msg, (namespace, name, str(uid)), content["status"])
             s.channel.ack(msg)
         elif rtype == "event" and msg.operation == "insert":
-            await self._record_pod_event(s, namespace, name, content)
+            await self._record_edge_event(s, PODS, namespace, name, content)
+            s.channel.ack(msg)
+        elif rtype == "deviceevent" and msg.operation == "insert":
+            await self._record_edge_event(s, DEVICES, namespace, name, content)
             s.channel.ack(msg)
         elif rtype == "pod" and msg.operation == "delete":
             await self._finish_pod_deletion(s, namespace, name, str(uid))
@@ -760,22 +763,27 @@ class CloudHub:
         uid = device.get("metadata", {}).get("uid")
         return uid if isinstance(uid, str) else None
 
-    async def _record_pod_event(self, s: NodeSession, namespace: str, name: str, content: JSONObject) -> None:
-        """An Event the edge recorded about one of its pods (Started, BackOff, Unhealthy...)."""
+    async def _record_edge_event(
+        self, s: NodeSession, rt: ResourceType, namespace: str, name: str, content: JSONObject
+    ) -> None:
+        """An Event the edge recorded about one of its objects: a pod (Started, BackOff, Unhealthy... from
+        Edged) or a device (an MQTT message devicetwin rejected). Dropped unless the object is this node's,
+        the same incarnation the edge meant, and the event well-formed."""
         try:
-            pod = await self.store.get(PODS, namespace, name)
+            obj = await self.store.get(rt, namespace, name)
         except NotFound:
             return
         if (
-            pod.get("metadata", {}).get("uid") != content.get("uid")
-            or pod.get("spec", {}).get("nodeName") != s.node
+            obj.get("metadata", {}).get("uid") != content.get("uid")
+            or obj.get("spec", {}).get("nodeName") != s.node
         ):
-            return  # not this node's pod (or another incarnation of it)
+            return  # not this node's object (or another incarnation of it)
         type_, reason = str(content.get("type", "Normal")), str(content.get("reason", ""))
         if type_ not in ("Normal", "Warning") or not reason:
             return
         message = str(content.get("message", ""))[:1024]
-        await record_event(self.store, pod, type_, reason, message, component=f"edged/{s.node}")
+        component = f"edged/{s.node}" if rt is PODS else f"devicetwin/{s.node}"
+        await record_event(self.store, obj, type_, reason, message, component=component, rt=rt)
 
     async def _finish_pod_deletion(self, s: NodeSession, namespace: str, name: str, uid: str) -> None:
         """The edge stopped every container of a terminating pod: remove it, as the kubelet does."""

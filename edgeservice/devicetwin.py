@@ -13,6 +13,11 @@ Flow 2 of DESIGN.md, the edge's half:
 * Twins are persisted (``MetaManager.local``) so the edge restarts with what it knew.
 * Telemetry summaries on ``$ke/events/device/{id}/data/update`` (the aggregator's windows) go to the cloud's
   history through the outbox.
+* A message refused on the way in (malformed JSON, an unknown device, a value of the wrong type, outside
+  min/max or written to a ReadOnly property, a data update without data, an unknown state) is answered on
+  the ``/result`` topic where KubeEdge has one, counted by category for the metrics, and recorded as a
+  Warning Event on the Device (once per device and reason per ``EVENT_INTERVAL``), so the operator sees
+  why a value never arrived. The bus and the twin carry on with the next message.
 
 The MQTT bus starts with the first device, not before: an edge without devices pays nothing for it.
 """
@@ -23,6 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -45,6 +51,7 @@ from app.twin import (
     status_twins,
     twins_from_json,
     twins_to_json,
+    version_from_metadata,
 )
 from edgeservice.broker import EmbeddedBroker, ensure_broker
 from edgeservice.metamanager import MetaManager
@@ -58,10 +65,32 @@ log = logging.getLogger(__name__)
 # Outbox rows beyond which telemetry summaries are dropped while offline: about a day of 10 s windows for
 # two devices. Twin reports (statuses) are always queued; summaries are the first thing to give up on.
 MAX_PENDING_SUMMARIES = 20_000
+# A rejected MQTT message becomes a Warning Event on its Device, at most once per this many seconds for
+# the same device and reason: a misconfigured adapter repeating a bad value every 100 ms must not flood
+# the link or the cloud's event store (the metrics still count every rejection).
+EVENT_INTERVAL = 10.0
+# Event reasons (Kubernetes style, CamelCase) per rejection category.
+_EVENT_REASONS = {"malformed": "MalformedMessage", "invalid": "InvalidTwinUpdate", "unknown_device": ""}
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _cloud_has(obj: JSONObject, name: str, twin: Twin) -> bool:
+    """Whether the Device as the cloud sent it already shows ``twin``'s expected value and version as
+    observed (so a refused re-delivery needs no report: it would change nothing at the cloud)."""
+    status = obj.get("status") or {}
+    for entry in status.get("twins") or []:
+        if isinstance(entry, dict) and entry.get("propertyName") == name:
+            observed = entry.get("observedDesired") or {}
+            meta = observed.get("metadata") if isinstance(observed, dict) else None
+            return (
+                twin.expected is not None
+                and observed.get("value") == twin.expected.value
+                and version_from_metadata(meta if isinstance(meta, dict) else {}) == twin.expected_version
+            )
+    return False
 
 
 @dataclass
@@ -90,6 +119,14 @@ class DeviceTwin:
         self.broker: EmbeddedBroker | None = None
         self._wake = asyncio.Event()
         self._pending_deltas: set[str] = set()
+        # Rejected MQTT messages by category (metrics), and when each (device, reason) last made an Event.
+        self.rejections: Counter[str] = Counter()
+        self._last_event: dict[tuple[str, str], float] = {}
+
+    @property
+    def bus_stats(self) -> dict[str, int]:
+        """The EventBus's counters (empty until the bus starts with the first device)."""
+        return self.bus.stats if self.bus is not None else {}
 
     # -- the cloud's side ---------------------------------------------------------------------------
 
@@ -122,21 +159,30 @@ class DeviceTwin:
         props = {p.name: p for p in entry.model.properties} if entry.model else {}
         patches: dict[str, TwinPatch] = {}
         for prop in device.properties:
-            desired = prop.desired.value if prop.desired is not None else None
             cur = entry.twins.get(prop.name, Twin())
             typ = props[prop.name].type if prop.name in props else ""
-            if desired is None or (cur.expected is not None and cur.expected.value == desired):
-                if prop.name not in entry.twins:
-                    entry.twins[prop.name] = Twin(type=typ)
+            if prop.name not in entry.twins:
+                entry.twins[prop.name] = Twin(type=typ)
+            if prop.desired is None:
                 continue
-            version = Version(cur.expected_version.cloud + 1, cur.expected_version.edge)
+            desired = prop.desired.value
+            same = cur.expected is not None and cur.expected.value == desired
+            version = version_from_metadata(prop.desired.metadata)
+            if version is None:
+                # Not stamped by our API server (a Device from a plain Kubernetes API): a value that
+                # differs from the edge's is taken as a new cloud change; the cloud wins.
+                if same:
+                    continue
+                version = Version(cur.expected_version.cloud + 1, cur.expected_version.edge)
+            elif same and version == cur.expected_version:
+                continue  # the same desired value, delivered again
             patches[prop.name] = TwinPatch(expected=desired, expected_version=version, type=typ)
         if patches:
             update = TwinUpdate(uuid.uuid4().hex, _now_ms(), patches)
             applied = apply_cloud_update(entry.twins, update, now=_now_ms())
             entry.twins = applied.twins
-            if applied.result.to_cloud:
-                self._report(entry)
+            if any(not _cloud_has(obj, n, t) for n, t in applied.result.to_cloud.items()):
+                self._report(entry)  # refused (the edge's value wins): the cloud must learn the edge's
         self._save(entry)
         if any(t.expected is not None for t in entry.twins.values()):
             self._pending_deltas.add(device.name)
@@ -171,7 +217,9 @@ class DeviceTwin:
                     from edgeservice.eventbus import EventBus
 
                     url, self.broker = await ensure_broker(self.mqtt_url)
-                    self.bus = EventBus(url, self.node, self.on_event, on_connect=self._republish)
+                    self.bus = EventBus(
+                        url, self.node, self.on_event, on_connect=self._republish, on_reject=self.on_reject
+                    )
                     await self.bus.start()
                     log.info("devicetwin: %d device(s), MQTT at %s", len(self.devices), url)
                 for name in list(self._pending_deltas):
@@ -195,8 +243,35 @@ class DeviceTwin:
         if payload["delta"]:
             await self.bus.publish_delta(name, payload)
 
+    def on_reject(self, kind: str, device_id: str, category: str, reason: str) -> None:
+        """A message from MQTT was refused: count it, and tell the cloud with a Warning Event on the
+        Device (throttled, see EVENT_INTERVAL). An unknown device id has no Device to carry an Event; it
+        is counted and answered on the /result topic only."""
+        self.rejections[category] += 1
+        entry = self.devices.get(device_id)
+        event_reason = _EVENT_REASONS.get(category, "")
+        if entry is None or not event_reason:
+            return
+        now = time.monotonic()
+        key = (device_id, reason)
+        if now - self._last_event.get(key, -EVENT_INTERVAL) < EVENT_INTERVAL:
+            return
+        if len(self._last_event) > 1024:  # forget old throttles rather than grow with every reason seen
+            self._last_event = {k: t for k, t in self._last_event.items() if now - t < EVENT_INTERVAL}
+        self._last_event[key] = now
+        if self.meta.outbox_depth() >= MAX_PENDING_SUMMARIES:
+            return
+        topic = kind.replace("_", "/")
+        content = {
+            "uid": entry.uid,
+            "type": "Warning",
+            "reason": event_reason,
+            "message": f"rejected {topic} from MQTT: {reason}"[:1024],
+        }
+        self.emit(Message("insert", f"{entry.namespace}/deviceevent/{entry.name}", content))
+
     async def on_event(self, ev: BusEvent) -> None:
-        from edgeservice.eventbus import UnknownDeviceError
+        from edgeservice.eventbus import EventRejected, UnknownDeviceError
 
         entry = self.devices.get(ev.device_id)
         if ev.kind in ("twin_update", "twin_get", "state_update", "data_update") and entry is None:
@@ -209,10 +284,17 @@ class DeviceTwin:
             assert self.bus is not None
             result = result_payload(applied.result, event_id=update.event_id, timestamp=_now_ms())
             await self.bus.publish_result(ev.device_id, result)
+            if applied.result.code >= 400:
+                self.on_reject(ev.kind, ev.device_id, "invalid", applied.result.reason)
             if applied.result.changed:
                 entry.twins = applied.twins
                 self._save(entry)
                 self._report(entry)
+                if any(p.expected is not None for p in update.twin.values()):
+                    # A desired value set on site (an HMI, a local tool): the adapter must write it,
+                    # cloud or no cloud.
+                    self._pending_deltas.add(entry.name)
+                    self._wake.set()
         elif ev.kind == "twin_get" and entry is not None:
             assert self.bus is not None
             event_id = str(ev.payload.get("event_id", ""))
@@ -223,9 +305,11 @@ class DeviceTwin:
             # Telemetry summaries (the aggregator's windows): to the cloud's history, through the outbox, so
             # what was measured while the link was down still arrives.
             data = ev.payload.get("data")
+            if not isinstance(data, dict) or not data:
+                raise EventRejected(ev.device_id, 'a data update needs a non-empty "data" object')
             if self.meta.outbox_depth() >= MAX_PENDING_SUMMARIES:
                 log.debug("devicetwin: outbox full, telemetry summary of %s dropped", entry.name)
-            elif isinstance(data, dict) and data:
+            else:
                 content = {
                     "uid": entry.uid,
                     "summary": {"window": ev.payload.get("window", {}), "data": data},
@@ -233,7 +317,9 @@ class DeviceTwin:
                 self.emit(Message("update", f"{entry.namespace}/devicedata/{entry.name}", content))
         elif ev.kind == "state_update" and entry is not None:
             state = str(ev.payload.get("state", "")).lower()
-            if state in ("online", "offline", "unknown") and state != entry.state:
+            if state not in ("online", "offline", "unknown"):
+                raise EventRejected(ev.device_id, f"state must be online, offline or unknown, not {state!r}")
+            if state != entry.state:
                 entry.state = state
                 self._save(entry)
                 self._report(entry)

@@ -13,7 +13,9 @@ A bad message never takes the bus down. Malformed JSON, a payload that is not an
 refuses the event (:class:`EventRejected`, :class:`UnknownDeviceError`, or an
 :class:`app.errors.ValidationError` from parsing the twin) is counted in ``stats["rejected"]`` and, for
 ``twin/update`` and ``twin/get``, answered on the ``/result`` topic with ``code`` 400 and a ``reason``, as
-KubeEdge's devicetwin does, so the adapter learns why. Any other handler exception is logged with its
+KubeEdge's devicetwin does, so the adapter learns why. The ``on_reject`` hook hears of every rejection with
+a category (``malformed``, ``unknown_device``, ``invalid``) for metrics, and devicetwin records it as a
+Warning Event on the Device, so an operator sees it too. Any other handler exception is logged with its
 traceback and counted in ``stats["failed"]``; the next message is handled as usual.
 
 Connection handling follows aiomqtt's recommended pattern: one ``async with Client`` per connection inside
@@ -56,6 +58,10 @@ log = logging.getLogger(__name__)
 DeviceId = NewType("DeviceId", str)
 EventKind = Literal["twin_update", "twin_get", "state_update", "membership_get", "data_update"]
 Handler = Callable[["BusEvent"], Awaitable[None]]
+# Why a message was rejected, as counted in metrics (a small fixed set: it is a label).
+RejectCategory = Literal["malformed", "unknown_device", "invalid"]
+# Told of each rejection: (kind, device id, category, reason).
+RejectHook = Callable[["EventKind", "DeviceId", RejectCategory, str], None]
 
 QOS_TWIN = 1  # twin traffic must arrive at least once (KubeEdge uses QoS 1 for it)
 QOS_TELEMETRY = 0  # readings are re-sent on the adapter's cycle; losing one is harmless
@@ -186,12 +192,14 @@ class EventBus:
         handler: Handler,
         *,
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_reject: RejectHook | None = None,
     ) -> None:
         self.url = url
         self.host, self.port = parse_url(url)
         self.node = node_name
         self.handler = handler
         self.on_connect = on_connect
+        self.on_reject = on_reject
         self.stats: dict[str, int] = {
             "received": 0,
             "rejected": 0,
@@ -295,20 +303,33 @@ class EventBus:
             if not isinstance(raw, bytes | bytearray | str):
                 raise ValidationError("", "payload must be a JSON object")
             payload = parse_payload(raw)
-            eid = payload.get("event_id", "")
-            event_id = eid if isinstance(eid, str) else ""
-            await self.handler(BusEvent(kind, device, payload, topic))
-        except EventRejected as exc:
-            await self._reject(kind, device, event_id, exc.reason)
         except ValidationError as exc:
-            await self._reject(kind, device, event_id, str(exc))
+            await self._reject(kind, device, event_id, "malformed", str(exc))
+            return
+        eid = payload.get("event_id", "")
+        event_id = eid if isinstance(eid, str) else ""
+        try:
+            await self.handler(BusEvent(kind, device, payload, topic))
+        except UnknownDeviceError as exc:
+            await self._reject(kind, device, event_id, "unknown_device", exc.reason)
+        except EventRejected as exc:
+            await self._reject(kind, device, event_id, "invalid", exc.reason)
+        except ValidationError as exc:  # the payload's shape (a twin update without "twin", say)
+            await self._reject(kind, device, event_id, "malformed", str(exc))
         except Exception:
             self.stats["failed"] += 1
             log.exception("eventbus[%s]: handler failed on %s", self.node, topic)
 
-    async def _reject(self, kind: EventKind, device: DeviceId, event_id: str, reason: str) -> None:
+    async def _reject(
+        self, kind: EventKind, device: DeviceId, event_id: str, category: RejectCategory, reason: str
+    ) -> None:
         self.stats["rejected"] += 1
         log.info("eventbus[%s]: rejected %s of device %r: %s", self.node, kind, device, reason)
+        if self.on_reject is not None:
+            try:
+                self.on_reject(kind, device, category, reason)
+            except Exception:
+                log.exception("eventbus[%s]: on_reject failed", self.node)
         suffix = _RESULT_SUFFIX.get(kind)
         if suffix is None:
             return

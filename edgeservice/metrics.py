@@ -62,6 +62,21 @@ class PodStatuses(Protocol):
     def status_of(self, uid: str) -> JSONObject | None: ...
 
 
+class DeviceTwinView(Protocol):
+    """What the metrics read of :class:`edgeservice.devicetwin.DeviceTwin`."""
+
+    @property
+    def rejections(self) -> Mapping[str, int]: ...
+
+    @property
+    def bus_stats(self) -> Mapping[str, int]: ...
+
+
+# Categories of rejected MQTT messages (eventbus.RejectCategory), always all exported so a rate is 0, not
+# absent, on a healthy node.
+REJECT_CATEGORIES = ("malformed", "unknown_device", "invalid")
+
+
 class EdgeView(Protocol):
     """What the metrics read of :class:`edgeservice.core.EdgeCore`."""
 
@@ -76,6 +91,9 @@ class EdgeView(Protocol):
 
     @property
     def edged(self) -> PodStatuses: ...
+
+    @property
+    def devicetwin(self) -> DeviceTwinView | None: ...
 
 
 def pod_status(core: EdgeView, pod: JSONObject) -> JSONObject:
@@ -133,6 +151,26 @@ class _EdgeCollector:
             "fleetops_edge_outbox_acked_total",
             "Outbox messages the cloud acknowledged.",
             value=core.stats.get("acked_out", 0),
+        )
+        twin = core.devicetwin
+        bus = twin.bus_stats if twin is not None else {}
+        yield CounterMetricFamily(
+            "fleetops_edge_mqtt_messages_received_total",
+            "Device messages the EventBus received from MQTT.",
+            value=bus.get("received", 0),
+        )
+        rejected = CounterMetricFamily(
+            "fleetops_edge_mqtt_messages_rejected_total",
+            "Device messages refused (answered on /result, and a Warning Event on the Device), by reason.",
+            labels=["reason"],
+        )
+        for category in REJECT_CATEGORIES:
+            rejected.add_metric([category], twin.rejections.get(category, 0) if twin is not None else 0)
+        yield rejected
+        yield CounterMetricFamily(
+            "fleetops_edge_mqtt_handler_failures_total",
+            "Device messages whose handling failed with an unexpected error (logged with a traceback).",
+            value=bus.get("failed", 0),
         )
         if not core.meta.is_open:  # starting or stopping: the cache-derived families are left out
             return

@@ -25,8 +25,11 @@ Secret values are never put in a message: a bad base64 value is reported by key 
 
 Devices and DeviceModels (``devices.kubeedge.io/v1beta1``) are validated by ``app.devices.parse_device`` and
 ``parse_device_model``, the parsers the edge's devicetwin runs; like KubeEdge's CRDs they have no /status
-subresource and no server-side defaults (a null anywhere in them is dropped, as for every kind). Whether a
-Device's properties exist in its model is the device controller's check: the model may be created later.
+subresource and no server-side defaults (a null anywhere in them is dropped, as for every kind), but for
+one stamp: a desired value that is new or changed gets the twin versions in its metadata
+(``app.twin.stamp_desired``), which is how the edge tells a new desired value from one it has overridden on
+site. Whether a Device's properties exist in its model is the device controller's check: the model may be
+created later.
 
 Deliberately not done: admission plugins, quota, defaulting of fields the process runtime ignores
 (security contexts), and pod spec immutability beyond the rule the apiserver enforces most visibly (only
@@ -39,6 +42,7 @@ import base64
 import binascii
 import copy
 import re
+import time
 from typing import Any
 
 from app.devices import parse_device, parse_device_model
@@ -56,6 +60,7 @@ from app.resources import (
     JSONObject,
     ResourceType,
 )
+from app.twin import stamp_desired
 from cloudservice.api.selectors import selector_from_object
 from cloudservice.api.status import Cause, invalid
 
@@ -266,6 +271,8 @@ def prepare_create(rt: ResourceType, obj: JSONObject) -> None:
     if rt.kind in GENERATION_KINDS:
         meta["generation"] = 1
     apply_defaults(rt, obj)
+    if rt is DEVICES:
+        stamp_desired(obj, None, timestamp=int(time.time() * 1000))
 
 
 def prepare_update(rt: ResourceType, new: JSONObject, old: JSONObject) -> None:
@@ -283,6 +290,8 @@ def prepare_update(rt: ResourceType, new: JSONObject, old: JSONObject) -> None:
         else:
             new.pop("status", None)
     apply_defaults(rt, new)
+    if rt is DEVICES:
+        stamp_desired(new, old, timestamp=int(time.time() * 1000))
     if rt.kind in GENERATION_KINDS and new.get("spec") != old.get("spec"):
         meta["generation"] = int(old_meta.get("generation") or 1) + 1
 

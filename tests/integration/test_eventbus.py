@@ -73,6 +73,11 @@ class Recorder:
         self.prefix = prefix
         self.ghost = f"{prefix}-ghost"
         self.events: asyncio.Queue[BusEvent] = asyncio.Queue()
+        self.rejections: list[tuple[str, str, str]] = []  # (kind, category, reason) of this test's devices
+
+    def rejected(self, kind: str, device: str, category: str, reason: str) -> None:
+        if device.startswith(self.prefix):
+            self.rejections.append((kind, category, reason))
 
     async def __call__(self, event: BusEvent) -> None:
         if not event.device_id.startswith(self.prefix):
@@ -92,7 +97,7 @@ def prefix() -> str:
 
 
 async def _started(url: str, recorder: Recorder) -> EventBus:
-    bus = EventBus(url, f"node-{recorder.prefix}", recorder)
+    bus = EventBus(url, f"node-{recorder.prefix}", recorder, on_reject=recorder.rejected)
     await bus.start()
     try:
         await bus.wait_connected(WAIT)
@@ -172,6 +177,13 @@ async def test_bad_messages_get_a_result_with_the_reason(target: Target, prefix:
         await bus.stop()
     assert bus.stats["rejected"] >= 3
     assert bus.stats["failed"] == 0
+    # The hook (devicetwin's metrics and Events) heard each rejection with its category.
+    assert [(k, c) for k, c, _ in rec.rejections] == [
+        ("twin_update", "malformed"),
+        ("twin_update", "malformed"),
+        ("twin_get", "unknown_device"),
+    ]
+    assert "malformed JSON" in rec.rejections[0][2]
 
 
 async def test_delta_reaches_subscriber_at_qos1(target: Target, prefix: str) -> None:

@@ -284,6 +284,7 @@ class _Core:
     edged: _Edged = field(default_factory=_Edged)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     stats: Mapping[str, int] = field(default_factory=lambda: {"connects": 0, "received": 0, "acked_out": 0})
+    devicetwin: None = None
 
 
 def edge_pod(name: str, uid: str) -> JSONObject:

@@ -10,6 +10,7 @@ import pytest
 
 from app.devices import ModelProperty
 from app.errors import ValidationError
+from app.resources import JSONObject
 from app.twin import (
     BAD_REQUEST_CODE,
     CONFLICT,
@@ -23,17 +24,17 @@ from app.twin import (
     apply_cloud_update,
     apply_edge_update,
     check_sync_version,
-    cloud_update,
     compute_delta,
     delta_payload,
     document,
     get_result_payload,
-    merge_edge_report,
     parse_update,
     result_payload,
+    stamp_desired,
     status_twins,
     twins_from_json,
     twins_to_json,
+    version_from_metadata,
 )
 
 NOW = 1_700_000_000_000
@@ -207,42 +208,130 @@ def test_reported_value_of_read_only_property_is_accepted() -> None:
     assert result.code == 200 and twins["temp"].actual == TwinValue("21.5", NOW)
 
 
+def _device(desired: str | None, observed: Twin | None = None, stamp: JSONObject | None = None) -> JSONObject:
+    prop: JSONObject = {"name": "sp"}
+    if desired is not None:
+        prop["desired"] = {"value": desired, **({"metadata": stamp} if stamp is not None else {})}
+    obj: JSONObject = {"spec": {"properties": [prop]}}
+    if observed is not None:
+        obj["status"] = {"twins": status_twins({"sp": observed})}
+    return obj
+
+
+def _stamp(obj: JSONObject) -> Version:
+    version = version_from_metadata(obj["spec"]["properties"][0]["desired"]["metadata"])
+    assert version is not None
+    return version
+
+
+def _from_cloud(obj: JSONObject) -> TwinUpdate:
+    """What the edge makes of a stamped Device (edgeservice.devicetwin does the same)."""
+    desired = obj["spec"]["properties"][0]["desired"]
+    patch = TwinPatch(expected=desired["value"], expected_version=version_from_metadata(desired["metadata"]))
+    return TwinUpdate("c", NOW, {"sp": patch})
+
+
+STAMPS: list[tuple[str, JSONObject | None, JSONObject, tuple[int, int]]] = [
+    ("created", None, _device("20"), (1, 0)),
+    (
+        "changed: next cloud counter, the edge counter last reported",
+        _device("20", _twin("15", "15", (1, 3)), {"cloudVersion": "1", "edgeVersion": "0"}),
+        _device("30"),
+        (2, 3),
+    ),
+    (
+        "unchanged value keeps its stamp, whatever the client sent",
+        _device("20", _twin("20", "20", (1, 0)), {"cloudVersion": "4", "edgeVersion": "2", "timestamp": "7"}),
+        _device("20", None, {"cloudVersion": "99", "edgeVersion": "99"}),
+        (4, 2),
+    ),
+    (
+        "re-added after removal: the cloud counter still moves on",
+        _device(None, _twin("20", "20", (5, 1))),
+        _device("20"),
+        (6, 1),
+    ),
+    (
+        "a forged stamp on a new value is replaced",
+        _device("20", None, {"cloudVersion": "1", "edgeVersion": "0"}),
+        _device("25", None, {"cloudVersion": "50", "edgeVersion": "50"}),
+        (2, 0),
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "want"), [c[1:] for c in STAMPS], ids=[c[0] for c in STAMPS])
+def test_stamp_desired(old: JSONObject | None, new: JSONObject, want: tuple[int, int]) -> None:
+    stamp_desired(new, old, timestamp=NOW)
+    assert _stamp(new) == Version(*want)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{}, {"spec": None}, {"spec": {"properties": "x"}}, {"spec": {"properties": [1, {"desired": 3}]}}],
+)
+def test_stamp_desired_leaves_malformed_input_to_validation(bad: JSONObject) -> None:
+    before = json.dumps(bad)
+    stamp_desired(bad, {"spec": {"properties": [{"name": 1}]}, "status": "x"}, timestamp=NOW)
+    assert json.dumps(bad) == before
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {},
+        {"cloudVersion": "1"},
+        {"cloudVersion": "-1", "edgeVersion": "0"},
+        {"cloudVersion": "\u00b2", "edgeVersion": "0"},
+    ],
+)
+def test_version_from_metadata_refuses_what_is_not_a_counter(meta: dict[str, str]) -> None:
+    assert version_from_metadata(meta) is None
+
+
 def test_offline_conflict_round_trip() -> None:
-    """Edge offline: a local desired change and a cloud one race; the edge's wins on both sides."""
-    edge = {"sp": _twin("10", "10", (1, 0))}
-    cloud_view = dict(edge)
+    """Edge offline: a desired value set on site and the cloud's re-delivery of its older one; the edge's
+    wins, the cloud shows it, and the cloud's next change, made having seen it, is applied."""
+    cloud = _device("10")
+    stamp_desired(cloud, None, timestamp=NOW)
+    edge, _, _ = apply_cloud_update({"sp": Twin(type="INT")}, _from_cloud(cloud), now=NOW)
+    assert edge["sp"].expected_version == Version(1, 0)
     # On site, while the tunnel is down.
     edge, _, local = apply_edge_update(edge, TwinUpdate("l", NOW, {"sp": TwinPatch(expected="15")}), now=NOW)
-    # In the control room, meanwhile.
-    msg = cloud_update(cloud_view, {"sp": "20"}, event_id="c", timestamp=NOW)
-    assert msg.twin["sp"].expected_version == Version(2, 0)
-    # Reconnect: the cloud's message reaches the edge, the edge's outbox reaches the cloud.
-    edge, delta, result = apply_cloud_update(edge, msg, now=NOW + 1)
+    assert edge["sp"].expected_version == Version(1, 1) and local.to_cloud
+    # Reconnect: the Device arrives again with the cloud's old stamp; the edge keeps its value.
+    edge, delta, result = apply_cloud_update(edge, _from_cloud(cloud), now=NOW + 1)
     assert edge["sp"].expected == TwinValue("15", NOW) and result.rejected["sp"].startswith(
         "expected: conflict"
     )
     assert delta == {"sp": "15"}
-    cloud_view = merge_edge_report(cloud_view, local.to_cloud)
-    cloud_view = merge_edge_report(cloud_view, result.to_cloud)
-    assert cloud_view["sp"].expected == TwinValue("15", NOW)
-    # The cloud's next change has seen the edge's and is applied.
-    msg = cloud_update(cloud_view, {"sp": "30"}, event_id="c2", timestamp=NOW)
-    edge, delta, result = apply_cloud_update(edge, msg, now=NOW + 2)
+    # The edge's report reaches the cloud's status; a change made after it carries the edge's counter.
+    cloud["status"] = {"twins": status_twins(edge)}
+    changed = _device("30")
+    stamp_desired(changed, cloud, timestamp=NOW + 2)
+    assert _stamp(changed) == Version(2, 1)
+    edge, delta, result = apply_cloud_update(edge, _from_cloud(changed), now=NOW + 2)
     assert result.rejected == {} and edge["sp"].expected == TwinValue("30", NOW + 2) and delta == {"sp": "30"}
 
 
-MERGE: list[tuple[str, Twin, Twin, str]] = [
-    ("edge confirms cloud value", _twin("20", "10", (2, 0)), _twin("20", "10", (2, 0)), "20"),
-    ("edge changed on site", _twin("20", "10", (2, 0)), _twin("15", "10", (1, 1)), "15"),
-    ("report older than cloud's change", _twin("20", "10", (2, 0)), _twin("10", "10", (1, 0)), "20"),
-]
+def test_a_cloud_change_made_without_seeing_the_edge_change_loses() -> None:
+    """KubeEdge's rule: the edge changed the value after the cloud last heard from it, so the cloud's
+    concurrent change is refused (edge wins), even though it is newer on the cloud's counter."""
+    cloud = _device("10")
+    stamp_desired(cloud, None, timestamp=NOW)
+    edge, _, _ = apply_cloud_update({"sp": Twin(type="INT")}, _from_cloud(cloud), now=NOW)
+    edge, _, _ = apply_edge_update(edge, TwinUpdate("l", NOW, {"sp": TwinPatch(expected="15")}), now=NOW)
+    concurrent = _device("20")
+    stamp_desired(concurrent, cloud, timestamp=NOW + 1)  # the cloud's status predates the edge's change
+    assert _stamp(concurrent) == Version(2, 0)
+    edge, _, result = apply_cloud_update(edge, _from_cloud(concurrent), now=NOW + 1)
+    assert edge["sp"].expected == TwinValue("15", NOW) and "conflict" in result.rejected["sp"]
 
 
-@pytest.mark.parametrize(("known", "report", "after"), [c[1:] for c in MERGE], ids=[c[0] for c in MERGE])
-def test_merge_edge_report(known: Twin, report: Twin, after: str) -> None:
-    merged = merge_edge_report({"sp": known}, {"sp": report})["sp"]
-    assert merged.expected is not None and merged.expected.value == after
-    assert merged.expected_version.cloud == max(known.expected_version.cloud, report.expected_version.cloud)
+def test_status_twins_report_the_expected_version() -> None:
+    [entry] = status_twins({"sp": _twin("20", "10", (3, 2))})
+    assert version_from_metadata(entry["observedDesired"]["metadata"]) == Version(3, 2)
+    assert entry["reported"]["metadata"] == {"timestamp": "1"}
 
 
 DELTAS: list[tuple[str, dict[str, Twin], dict[str, str]]] = [
@@ -368,5 +457,11 @@ def test_twins_json_round_trip() -> None:
 def test_status_twins() -> None:
     assert status_twins({"b": _twin("2", None), "a": _twin(None, "1")}) == [
         {"propertyName": "a", "reported": {"value": "1", "metadata": {"timestamp": "1"}}},
-        {"propertyName": "b", "observedDesired": {"value": "2", "metadata": {"timestamp": "1"}}},
+        {
+            "propertyName": "b",
+            "observedDesired": {
+                "value": "2",
+                "metadata": {"timestamp": "1", "cloudVersion": "0", "edgeVersion": "0"},
+            },
+        },
     ]
