@@ -23,6 +23,10 @@ task, so a slow or hung client only holds itself up: reading a request must comp
 ``follow=true`` streams until the client goes away or the server stops, when the chunked body is ended
 properly. Keep-alive is supported; pipelining is not (a pipelined request waits for the one before it).
 
+Devices (``/apis/devices.kubeedge.io/v1beta1/[namespaces/NS/]devices``) come from the cache with the
+edge's own twin state as their status; events (``/api/v1/[namespaces/NS/]events``) are the pod Events still
+waiting in the outbox, i.e. what happened while the cloud was unreachable.
+
 Deliberately not done: watch, label/field selectors, the Table format (``kubectl get`` against this API
 prints names only), TLS, and anything that writes to the cache.
 """
@@ -43,7 +47,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from app.envelope import Message
+from app.errors import ValidationError
 from app.resources import JSONObject
+from app.twin import status_twins, twins_from_json
 from edgeservice.edged.logs import LogOptions, follow, parse_time, read_log
 from edgeservice.errors import EdgeError
 from edgeservice.nodeinfo import KUBELET_VERSION
@@ -92,6 +99,10 @@ class PodCache(Protocol):
     def get(self, key: str) -> JSONObject | None: ...
 
     def status(self, key: str) -> JSONObject | None: ...
+
+    def local(self, key: str) -> JSONObject | None: ...
+
+    def outbox(self, after: int = 0) -> list[Message]: ...
 
 
 class PodRuntime(Protocol):
@@ -489,6 +500,14 @@ class LocalApi:
                 return _json(self._pod(ns, name))
             case ["api", "v1", "namespaces", ns, "pods", name, "log"]:
                 return self._log(ns, name, query, conn)
+            case ["apis", "devices.kubeedge.io", "v1beta1", "devices"]:
+                return _json(self._device_list(None))
+            case ["apis", "devices.kubeedge.io", "v1beta1", "namespaces", ns, "devices"]:
+                return _json(self._device_list(ns))
+            case ["api", "v1", "events"]:
+                return _json(self._event_list(None))
+            case ["api", "v1", "namespaces", ns, "events"]:
+                return _json(self._event_list(ns))
         raise _Reply(404, "NotFound", "the server could not find the requested resource")
 
     def _annotate(self, obj: JSONObject) -> JSONObject:
@@ -527,6 +546,66 @@ class LocalApi:
             if namespace is None or (p.get("metadata") or {}).get("namespace") == namespace
         ]
         return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+
+    def _device_list(self, namespace: str | None) -> JSONObject:
+        """The node's Devices from the cache, each with the status this edge's DeviceTwin last computed
+        (reported values, state), which is newer than the cloud's copy while the cloud is away."""
+        items = []
+        for dev in self.meta.objects("device"):
+            m = dev.get("metadata") or {}
+            if namespace is not None and m.get("namespace") != namespace:
+                continue
+            out = {"kind": "Device", "apiVersion": "devices.kubeedge.io/v1beta1", **dev}
+            twin = self.meta.local(f"twin/{m.get('namespace', '')}/device/{m.get('name', '')}")
+            if twin is not None:
+                status = dict(out.get("status") or {})
+                try:
+                    status["twins"] = status_twins(twins_from_json(twin.get("twins")))
+                except ValidationError as exc:  # a damaged local copy: serve the cloud's status instead
+                    log.warning("local API: twin state of device %s unreadable: %s", m.get("name"), exc)
+                if twin.get("state"):
+                    status["state"] = twin["state"]
+                out["status"] = status
+            items.append(self._annotate(out))
+        return {
+            "kind": "DeviceList",
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "metadata": {},
+            "items": items,
+        }
+
+    def _event_list(self, namespace: str | None) -> JSONObject:
+        """The pod Events this edge recorded that still wait in its outbox (what happened while the cloud
+        was away); delivered ones are the cloud's to serve."""
+        items = []
+        for msg in self.meta.outbox():
+            ns, _, rest = msg.resource.partition("/")
+            type_, _, name = rest.partition("/")
+            if type_ != "event" or (namespace is not None and ns != namespace):
+                continue
+            content = msg.content if isinstance(msg.content, dict) else {}
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(msg.timestamp / 1000))
+            items.append(
+                {
+                    "kind": "Event",
+                    "apiVersion": "v1",
+                    "metadata": {"name": f"{name}.{msg.seq or msg.msg_id}", "namespace": ns},
+                    "involvedObject": {
+                        "kind": "Pod",
+                        "namespace": ns,
+                        "name": name,
+                        "uid": content.get("uid"),
+                    },
+                    "type": content.get("type", "Normal"),
+                    "reason": content.get("reason", ""),
+                    "message": content.get("message", ""),
+                    "source": {"component": "edged", "host": self.node_name},
+                    "firstTimestamp": when,
+                    "lastTimestamp": when,
+                    "count": 1,
+                }
+            )
+        return {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}
 
     def _find(self, namespace: str, name: str) -> JSONObject:
         pod = self.meta.get(f"{namespace}/pod/{name}")

@@ -372,3 +372,42 @@ async def test_a_hung_client_does_not_block_others(edge: Edge) -> None:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_devices_from_the_cache_with_the_edges_twin_state(edge: Edge) -> None:
+    empty = await get_json(edge, "/apis/devices.kubeedge.io/v1beta1/devices")
+    assert empty["kind"] == "DeviceList" and empty["items"] == []
+    dev = {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": "pump", "namespace": "site", "uid": "uid-pump"},
+        "spec": {"nodeName": NODE, "deviceModelRef": {"name": "m"}, "protocol": {"protocolName": "modbus"}},
+    }
+    edge.meta.apply([Message("insert", "site/device/pump", dev, resourceversion="7")])
+    twins = {"setpoint": {"actual": {"value": "38", "metadata": {"timestamp": 1}}}}
+    edge.meta.set_local("twin/site/device/pump", {"twins": twins, "state": "online"})
+    listed = await get_json(edge, "/apis/devices.kubeedge.io/v1beta1/devices")
+    [item] = listed["items"]
+    assert item["metadata"]["name"] == "pump"
+    assert item["status"]["state"] == "online"
+    assert item["status"]["twins"][0]["propertyName"] == "setpoint"
+    assert item["status"]["twins"][0]["reported"]["value"] == "38"
+    assert item["metadata"]["annotations"]["fleetops.io/cloud-connected"] == "false"
+    assert (
+        len((await get_json(edge, "/apis/devices.kubeedge.io/v1beta1/namespaces/site/devices"))["items"]) == 1
+    )
+    assert (await get_json(edge, "/apis/devices.kubeedge.io/v1beta1/namespaces/other/devices"))["items"] == []
+
+
+async def test_events_are_those_waiting_in_the_outbox(edge: Edge) -> None:
+    content = {"uid": "uid-web", "type": "Warning", "reason": "BackOff", "message": "restarting"}
+    edge.meta.enqueue(Message("insert", "site/event/web", content, source=NODE))
+    edge.meta.enqueue(Message("update", "site/podstatus/web", {"uid": "uid-web", "status": {}}, source=NODE))
+    events = await get_json(edge, "/api/v1/events")
+    assert events["kind"] == "EventList"
+    [ev] = events["items"]
+    assert ev["involvedObject"] == {"kind": "Pod", "namespace": "site", "name": "web", "uid": "uid-web"}
+    assert (ev["type"], ev["reason"], ev["message"]) == ("Warning", "BackOff", "restarting")
+    assert ev["source"]["host"] == NODE
+    assert len((await get_json(edge, "/api/v1/namespaces/site/events"))["items"]) == 1
+    assert (await get_json(edge, "/api/v1/namespaces/other/events"))["items"] == []
