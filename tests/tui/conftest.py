@@ -1,0 +1,253 @@
+"""Shared TUI fixtures: fixed objects for deterministic screens; a real cloud and edge for Pilot tests.
+
+The fixed data goes through ``tui.data.StaticSource`` (our own seam) with a fixed clock, so snapshots and
+unit tests do not depend on time or on a server. The live fixtures start real ``fleetops cloud`` and
+``fleetops edge`` processes on loopback with ``app.launcher.LocalCluster``, as the end-to-end tests do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.launcher import LocalCluster, tail
+from app.resources import JSONObject
+
+NOW = dt.datetime(2026, 1, 2, 12, 0, 0, tzinfo=dt.UTC)
+PRINTER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
+
+
+def fixed_clock() -> dt.datetime:
+    return NOW
+
+
+def ts(seconds_ago: float) -> str:
+    return (NOW - dt.timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node(
+    name: str, *, ready: bool = True, labels: dict[str, str] | None = None, age: float = 86400
+) -> JSONObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"node-role.kubernetes.io/edge": "", **(labels or {})},
+            "creationTimestamp": ts(age),
+        },
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "True" if ready else "False", "lastHeartbeatTime": ts(7)}
+            ],
+            "capacity": {"cpu": "4", "memory": "8056928Ki"},
+            "nodeInfo": {"kubeletVersion": "v1.32.0-fleetops"},
+        },
+    }
+
+
+def pod(
+    name: str,
+    node_name: str,
+    *,
+    ns: str = "default",
+    app: str = "web",
+    phase: str = "Running",
+    ready: bool = True,
+    restarts: int = 0,
+    reason: str = "",
+    age: float = 600,
+) -> JSONObject:
+    state: JSONObject = {"running": {"startedAt": ts(age)}}
+    if reason:
+        state = {"waiting": {"reason": reason}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app": app},
+            "creationTimestamp": ts(age),
+            "uid": f"uid-{name}",
+        },
+        "spec": {"nodeName": node_name, "containers": [{"name": "main", "image": f"example/{app}:1"}]},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [
+                {"name": "main", "ready": ready, "restartCount": restarts, "state": state, "image": "x"}
+            ],
+        },
+    }
+
+
+def deployment(name: str, replicas: int, ready: int, *, ns: str = "default") -> JSONObject:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": ts(3600), "generation": 1},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        },
+    }
+
+
+def device(name: str, node_name: str, *, state: str, desired: str, reported: str) -> JSONObject:
+    return {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": name, "namespace": "default", "creationTimestamp": ts(7200)},
+        "spec": {
+            "deviceModelRef": {"name": "pump-model"},
+            "nodeName": node_name,
+            "protocol": {"protocolName": "modbus"},
+            "properties": [{"name": "setpoint", "desired": {"value": desired}}, {"name": "pressure"}],
+        },
+        "status": {
+            "state": state,
+            "twins": [
+                {"propertyName": "setpoint", "reported": {"value": reported}},
+                {"propertyName": "pressure", "reported": {"value": "2.5"}},
+            ],
+        },
+    }
+
+
+def event(
+    name: str, pod_name: str, reason: str, message: str, *, warning: bool = False, ago: float = 30
+) -> JSONObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": "default", "creationTimestamp": ts(ago)},
+        "involvedObject": {"kind": "Pod", "namespace": "default", "name": pod_name},
+        "type": "Warning" if warning else "Normal",
+        "reason": reason,
+        "message": message,
+        "lastTimestamp": ts(ago),
+        "source": {"host": "edge-a"},
+    }
+
+
+def fixed_objects() -> dict[str, list[JSONObject]]:
+    """A small fleet: three nodes (one NotReady), pods in two namespaces, two deployments, devices, events."""
+    return {
+        "nodes": [
+            node("edge-a", labels={"site": "a"}),
+            node("edge-b", labels={"site": "b"}),
+            node("edge-c", ready=False),
+        ],
+        "pods": [
+            pod("web-7d4f-abcde", "edge-a", age=600),
+            pod("web-7d4f-fghij", "edge-b", age=610),
+            pod("db-0", "edge-a", app="db", age=90000),
+            pod(
+                "crash-1",
+                "edge-b",
+                app="crash",
+                phase="Running",
+                ready=False,
+                restarts=7,
+                reason="CrashLoopBackOff",
+            ),
+            pod("sensor-reader", "edge-c", ns="factory", app="sensor", phase="Pending", ready=False, age=45),
+        ],
+        "deploy": [deployment("web", 2, 2), deployment("crash", 1, 0)],
+        "devices": [
+            device("pump-1", "edge-a", state="online", desired="40", reported="40"),
+            device("pump-2", "edge-b", state="offline", desired="55", reported="38"),
+        ],
+        "events": [
+            event(
+                "crash-1.1", "crash-1", "BackOff", "Back-off restarting failed container main", warning=True
+            ),
+            event("web-7d4f-abcde.1", "web-7d4f-abcde", "Started", "Started container main", ago=600),
+        ],
+    }
+
+
+# -- live cluster -----------------------------------------------------------------------------------------
+
+
+def deployment_manifest(name: str, command: list[str], replicas: int = 1) -> JSONObject:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "main", "image": f"example/{name}:1", "command": command}],
+                },
+            },
+        },
+    }
+
+
+def running(p: JSONObject) -> bool:
+    statuses = p.get("status", {}).get("containerStatuses", [])
+    return (
+        p.get("status", {}).get("phase") == "Running" and bool(statuses) and "running" in statuses[0]["state"]
+    )
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    """A cloud and one edge (``edge-1``, label site=a) with a Deployment ``printer`` whose one pod prints
+    ``tick N`` five times a second."""
+    c = LocalCluster(
+        tmp_path, node_grace_period=3.0, status_interval=0.5, ping_interval=1.0, restart_backoff=0.2
+    )
+    await c.start_cloud()
+    try:
+        await c.start_edge("edge-1", {"site": "a"})
+        await c.wait_ready_nodes(["edge-1"], timeout=30)
+        await c.request(
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            deployment_manifest("printer", ["sh", "-c", PRINTER]),
+        )
+        await c.wait_until(
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dprinter",
+            lambda lst: len(lst["items"]) == 1 and running(lst["items"][0]),
+            timeout=30,
+            what="the printer pod running",
+        )
+        yield c
+    except BaseException:
+        for proc in [c.cloud, *c.edges.values()]:
+            if proc is not None:
+                print(f"--- {proc.name} log ---\n{tail(proc.log_path, 60)}")
+        raise
+    finally:
+        await c.stop()
+
+
+def edge_url(c: LocalCluster, name: str = "edge-1") -> str:
+    return str(json.loads((c.root / name / "endpoints.json").read_text())["localApi"])
+
+
+async def until(predicate: Callable[[], Any], pilot: Any, timeout: float = 15.0, what: str = "") -> None:
+    """Let the app run (pilot.pause) until ``predicate()`` holds: UI state has no event to await."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await pilot.pause(0.05)
+    await asyncio.sleep(0)

@@ -1,0 +1,395 @@
+"""The TUI: the data layer's pure parts, the app on fixed data, and the app against a real cloud and edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual.widgets import Input, RichLog, Static
+
+from app.client import AsyncClient, WatchEvent
+from app.launcher import LocalCluster
+from tui.app import FleetApp
+from tui.data import (
+    VIEWS,
+    CloudSource,
+    Corpus,
+    Filter,
+    FilterError,
+    StaticSource,
+    Store,
+    filter_rows,
+    parse_filter,
+    parse_selector,
+    project_pod,
+    twin_summary,
+    visible_rows,
+)
+from tui.edge import EdgeSource
+from tui.pod import PodScreen, describe_pod
+from tui.views import ConfirmScreen, HelpScreen
+
+from .conftest import deployment, device, edge_url, fixed_clock, fixed_objects, pod, until
+
+SIZE = (160, 48)
+
+# -- data layer -----------------------------------------------------------------------------------------
+
+
+def rows_of(*pods: Any) -> list[Any]:
+    store = Store(VIEWS["pods"])
+    store.apply(WatchEvent("RESYNC", {}, tuple(pods)))
+    return store.rows()
+
+
+def names(rows: list[Any]) -> list[str]:
+    return [r.name for r in rows]
+
+
+def test_pod_rows_follow_kubectls_columns() -> None:
+    row = project_pod(pod("crash-1", "edge-b", restarts=7, ready=False, reason="CrashLoopBackOff"))
+    assert row.cells[:6] == ("default", "crash-1", "0/1", "CrashLoopBackOff", "7", "edge-b")
+    assert row.tone == "bad"
+    terminating = pod("x", "n")
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert project_pod(terminating).cells[3] == "Terminating"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["crash-1", "db-0", "web-7d4f-abcde", "web-7d4f-fghij", "sensor-reader"]),
+        ("web", ["web-7d4f-abcde", "web-7d4f-fghij"]),
+        ("WEB-7D4F-A", ["web-7d4f-abcde"]),  # case-insensitive
+        ("^factory", ["sensor-reader"]),  # a regex over the row text (namespace first)
+        ("crash|db", ["crash-1", "db-0"]),
+        ("^DEFAULT.*FGHIJ", ["web-7d4f-fghij"]),  # upper case in a regex too
+        ("\\SFGHIJ", ["web-7d4f-fghij"]),  # \S keeps its meaning (not lower-cased to \s)
+        ("edge-a", ["db-0", "web-7d4f-abcde"]),  # the NODE column is searched too
+        ("-l app=web", ["web-7d4f-abcde", "web-7d4f-fghij"]),
+        ("-l app!=web", ["crash-1", "db-0", "sensor-reader"]),
+        ("fghij -l app=web", ["web-7d4f-fghij"]),
+        ("-l app=web,tier", []),
+        ("-l !tier", ["crash-1", "db-0", "web-7d4f-abcde", "web-7d4f-fghij", "sensor-reader"]),
+    ],
+)
+def test_filter_regex_and_label_selector(query: str, expected: list[str]) -> None:
+    rows = rows_of(*fixed_objects()["pods"])
+    assert names(filter_rows(rows, parse_filter(query))) == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "web",
+        "7d4f-",
+        "^default",
+        "^factory sensor",
+        "edge-a$",
+        "<none>$",
+        "\\s",
+        "[^x]",
+        "a*",
+        "b\\s*$",
+        "0/1 .*",
+        "zzz",
+    ],
+)
+def test_the_corpus_scan_agrees_with_the_per_row_filter(query: str) -> None:
+    rows = rows_of(*fixed_objects()["pods"], *(pod(f"p-{i}", f"edge-{i % 3}") for i in range(50)))
+    flt = parse_filter(query)
+    assert filter_rows(rows, flt, Corpus(rows)) == filter_rows(rows, flt)
+
+
+@pytest.mark.parametrize("query", ["web(", "[a-", "-l =x", "-l !"])
+def test_an_invalid_filter_is_an_error_not_a_crash(query: str) -> None:
+    with pytest.raises(FilterError):
+        parse_filter(query)
+
+
+def test_selector_forms() -> None:
+    reqs = parse_selector("a=1, b==2,c!=3,d,!e")
+    assert [(r.key, r.op, r.value) for r in reqs] == [
+        ("a", "=", "1"),
+        ("b", "=", "2"),
+        ("c", "!=", "3"),
+        ("d", "exists", ""),
+        ("e", "!exists", ""),
+    ]
+
+
+def test_narrowing_is_only_claimed_when_it_holds() -> None:
+    assert parse_filter("web-7").narrows(parse_filter("web"))
+    assert not parse_filter("web").narrows(parse_filter("web-7"))
+    assert not parse_filter("we.b").narrows(parse_filter("web"))
+    assert parse_filter("web -l app=x").narrows(Filter())
+
+
+def test_store_coalesces_changes_and_keeps_order() -> None:
+    store = Store(VIEWS["pods"])
+    store.apply(WatchEvent("RESYNC", {}, (pod("b", "n"), pod("d", "n"))))
+    assert names(store.rows()) == ["b", "d"]
+    gen = store.generation
+    store.apply(WatchEvent("ADDED", pod("c", "n")))
+    store.apply(WatchEvent("ADDED", pod("a", "n")))
+    store.apply(WatchEvent("DELETED", pod("d", "n")))
+    store.apply(WatchEvent("MODIFIED", pod("b", "n", restarts=3)))
+    assert store.generation == gen + 4
+    rows = store.rows()
+    assert names(rows) == ["a", "b", "c"]
+    assert rows[1].cells[4] == "3"
+    assert store.rows() is rows  # nothing changed: no work
+
+
+def test_scope_and_namespace() -> None:
+    rows = rows_of(*fixed_objects()["pods"])
+    from tui.data import Scope, deployment_scope
+
+    assert names(visible_rows(rows, namespace="factory", scope=None, flt=Filter())) == ["sensor-reader"]
+    on_a = visible_rows(rows, namespace=None, scope=Scope("node/edge-a", node="edge-a"), flt=Filter())
+    assert names(on_a) == ["db-0", "web-7d4f-abcde"]
+    web = visible_rows(rows, namespace=None, scope=deployment_scope(deployment("web", 2, 2)), flt=Filter())
+    assert names(web) == ["web-7d4f-abcde", "web-7d4f-fghij"]
+
+
+def test_twin_summary() -> None:
+    assert twin_summary(device("p", "n", state="online", desired="40", reported="40")) == "1/1 synced"
+    assert (
+        twin_summary(device("p", "n", state="online", desired="55", reported="38"))
+        == "0/1 synced; setpoint 38->55"
+    )
+
+
+def test_describe_shows_the_pod_and_its_events() -> None:
+    text = describe_pod(
+        pod("crash-1", "edge-b", restarts=7, reason="CrashLoopBackOff"), fixed_objects()["events"][:1]
+    )
+    assert "Name:         crash-1" in text
+    assert "Node:         edge-b" in text
+    assert "Restart Count: 7" in text
+    assert "BackOff" in text
+
+
+# -- the app on fixed data --------------------------------------------------------------------------------
+
+
+def static_app(**kwargs: Any) -> tuple[FleetApp, StaticSource]:
+    source = StaticSource(fixed_objects(), logs=["hello", "world"])  # type: ignore[arg-type]
+    return FleetApp(source, clock=fixed_clock, **kwargs), source
+
+
+async def command(pilot: Any, text: str) -> None:
+    await pilot.press("colon")
+    for ch in text:
+        await pilot.press(ch if ch != " " else "space")
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def test_views_filter_drill_down_and_back() -> None:
+    app, _ = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 5, pilot, what="pods")
+        await command(pilot, "nodes")
+        assert app.state.kind == "nodes"
+        assert app.rows_text() == ["edge-a", "edge-b", "edge-c"]
+        await pilot.press("slash", "e", "d", "g", "e", "-", "b")
+        assert app.rows_text() == ["edge-b"]
+        await pilot.press("enter")  # closes the prompt, keeps the filter
+        await pilot.press("escape")  # clears the filter
+        assert app.rows_text() == ["edge-a", "edge-b", "edge-c"]
+        await pilot.press("enter")  # the cursor stayed on edge-b: drill into it
+        assert app.state.kind == "pods" and app.rows_text() == ["crash-1", "web-7d4f-fghij"]
+        await pilot.press("tab")
+        assert app.state.kind == "devices" and app.rows_text() == ["pump-2"]
+        await pilot.press("escape")
+        assert app.state.kind == "nodes"
+        await command(pilot, "deploy")
+        await pilot.press("down", "enter")  # "web" (after "crash")
+        assert app.rows_text() == ["web-7d4f-abcde", "web-7d4f-fghij"]
+        await command(pilot, "ns factory")
+        await command(pilot, "pods")
+        assert app.rows_text() == ["sensor-reader"]
+        await pilot.press("slash", "minus", "l", "space", "a", "p", "p", "equals_sign", "x")
+        assert app.rows_text() == []
+        await pilot.press("escape")
+        await command(pilot, "q")
+    assert app.return_code == 0
+
+
+async def test_invalid_regex_notifies_and_keeps_the_rows() -> None:
+    app, _ = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 5, pilot)
+        await pilot.press("slash", "w", "e", "b", "left_parenthesis")
+        assert app.rows_text() == ["web-7d4f-abcde", "web-7d4f-fghij"]
+        assert any("invalid regex" in str(n.message) for n in app._notifications)
+
+
+async def test_help_lists_the_keys_and_unknown_commands_are_explained() -> None:
+    app, _ = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one("#help-text", Static).render())
+        for key in (":nodes", "/", "enter", "ctrl+d", "ctrl+p"):
+            assert key in text
+        await pilot.press("escape")
+        await command(pilot, "bogus")
+        assert any("unknown command" in str(n.message) for n in app._notifications)
+
+
+async def test_pod_screen_panes_and_readonly() -> None:
+    app, source = static_app(readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 5, pilot)
+        await pilot.press("enter")  # crash-1
+        assert isinstance(app.screen, PodScreen)
+        await pilot.press("y")
+        assert "name: crash-1" in str(app.screen.query_one("#pod-text", Static).render())
+        await pilot.press("l")
+        await until(lambda: len(app.screen.log_lines) == 2, pilot)  # type: ignore[attr-defined]
+        await pilot.press("ctrl+d", "r")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert source.actions == []
+
+
+async def test_delete_asks_first() -> None:
+    app, source = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 5, pilot)
+        await pilot.press("enter", "ctrl+d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert source.actions == []
+        await pilot.press("ctrl+d", "y")
+        await until(lambda: source.actions == ["delete default/crash-1"], pilot)
+
+
+# -- against a real cloud and edge ------------------------------------------------------------------------
+
+
+def cloud_app(c: LocalCluster, **kwargs: Any) -> FleetApp:
+    client = AsyncClient.from_kubeconfig(c.kubeconfig)
+    return FleetApp(CloudSource(client, kubeconfig=str(c.kubeconfig)), **kwargs)
+
+
+@pytest.mark.slow
+async def test_live_views_logs_and_delete(live: LocalCluster) -> None:
+    app = cloud_app(live)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: any(n.startswith("printer-") for n in app.rows_text()), pilot, what="printer pod")
+        await until(lambda: app.connection.state == "connected", pilot, what="every watch connected")
+        header = str(app.list_screen.query_one("#header", Static).render())  # type: ignore[union-attr]
+        assert "● connected" in header
+        await command(pilot, "nodes")
+        await until(lambda: app.rows_text() == ["edge-1"], pilot, what="node")
+        await pilot.press("enter")
+        await until(lambda: len(app.shown_rows) == 1, pilot)
+        pod_name = app.rows_text()[0]
+        await pilot.press("enter")
+        assert isinstance(app.screen, PodScreen)
+        await pilot.press("d")
+        await until(
+            lambda: f"Name:         {pod_name}" in str(app.screen.query_one("#pod-text", Static).render()),
+            pilot,
+        )
+        await pilot.press("l")
+        log = app.screen.query_one("#pod-logs", RichLog)
+        await until(lambda: any("tick" in line for line in app.screen.log_lines), pilot, what="a log line")  # type: ignore[attr-defined]
+        assert log.lines
+        await pilot.press("ctrl+d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        gone = f"/api/v1/namespaces/default/pods/{pod_name}"
+
+        async def deleted() -> bool:
+            try:
+                obj = await live.request("GET", gone)
+            except Exception:
+                return True
+            return bool(obj.get("metadata", {}).get("deletionTimestamp"))
+
+        flag = {"done": False}
+
+        async def check() -> None:
+            flag["done"] = await deleted()
+
+        for _ in range(100):
+            await check()
+            if flag["done"]:
+                break
+            await pilot.pause(0.1)
+        assert flag["done"], "the pod was not deleted at the API"
+        await until(lambda: not isinstance(app.screen, PodScreen), pilot)
+
+
+@pytest.mark.slow
+async def test_live_readonly_refuses_delete(live: LocalCluster) -> None:
+    app = cloud_app(live, readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: any(n.startswith("printer-") for n in app.rows_text()), pilot)
+        pod_name = app.rows_text()[0]
+        await pilot.press("enter", "ctrl+d", "y")
+        assert isinstance(app.screen, PodScreen)
+        obj = await live.request("GET", f"/api/v1/namespaces/default/pods/{pod_name}")
+        assert not obj["metadata"].get("deletionTimestamp")
+
+
+async def test_unreachable_server_shows_in_the_header_and_notifies() -> None:
+    client = AsyncClient("https://127.0.0.1:9", "t", insecure=True)
+    app = FleetApp(CloudSource(client))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: app.connection.state == "unreachable", pilot, what="unreachable")
+        header = str(app.list_screen.query_one("#header", Static).render())  # type: ignore[union-attr]
+        assert "unreachable" in header and "127.0.0.1:9" in header
+        await until(lambda: any(n.severity == "error" for n in app._notifications), pilot)
+        await command(pilot, "nodes")  # the view keeps working
+        assert app.state.kind == "nodes"
+
+
+@pytest.mark.slow
+async def test_edge_mode_with_the_cloud_stopped_shows_the_banner_and_pods(live: LocalCluster) -> None:
+    url = edge_url(live)
+    assert live.cloud is not None
+    await live.cloud.stop()
+    app = FleetApp(EdgeSource(url, poll_interval=0.3))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(
+            lambda: any(n.startswith("printer-") for n in app.rows_text()), pilot, what="pods from the edge"
+        )
+        screen = app.list_screen
+        assert screen is not None
+        await until(lambda: screen.query_one("#banner", Static).display, pilot, timeout=20, what="banner")
+        assert "EDGE-LOCAL: cloud unreachable" in str(screen.query_one("#banner", Static).render())
+        await command(pilot, "nodes")
+        await until(lambda: app.rows_text() == ["edge-1"], pilot)
+        await command(pilot, "pods")
+        await pilot.press("enter", "l")
+        await until(lambda: any("tick" in line for line in app.screen.log_lines), pilot, what="edge log")  # type: ignore[attr-defined]
+        assert isinstance(app.screen.query_one("#pod-search", Input), Input)
+
+
+async def test_screens_that_need_the_cloud_say_so_without_one() -> None:
+    app, _ = static_app(view="devices")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 2, pilot)
+        await pilot.press("enter")
+        await command(pilot, "deploy")
+        await pilot.press("o")
+        messages = [str(n.message) for n in app._notifications]
+        assert any("device pump-1 needs the cloud" in m for m in messages), messages
+        assert any("rollout screen needs the cloud" in m for m in messages), messages
+
+
+@pytest.mark.slow
+async def test_live_device_deploy_and_rollout_screens_open(live: LocalCluster) -> None:
+    app = cloud_app(live, view="deploy")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: app.rows_text() == ["printer"], pilot, what="the printer deployment")
+        await pilot.press("o")
+        assert type(app.screen).__name__ == "RolloutScreen"
+        await pilot.press("escape")
+        await until(lambda: app.screen is app.list_screen, pilot, what="back to the list")
+        await pilot.press("a")
+        assert type(app.screen).__name__ == "DeployScreen"

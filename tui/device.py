@@ -1,0 +1,472 @@
+"""The device screen: one Device's twin (desired vs reported), its desired values edited in place, and a
+sparkline per numeric property from the cloud's telemetry history.
+
+The screen holds no device logic: the twin table is :func:`twin_rows` (a pure function of the Device and
+its DeviceModel), an edit is validated by :func:`app.devices.check_value` (the same check the cloud's
+device controller and the edge's devicetwin run, so a value the screen accepts is one they accept) and
+written by :func:`set_desired`. Everything that waits on the network runs in workers: one watches the
+Device (a reflector with a ``metadata.name`` field selector, so a reconnect relists by itself), one polls
+the history (the history API has no watch; each poll asks only for points newer than the last one seen).
+
+A desired value is written the way ``fleetops``'s demo and ``kubectl patch --type merge`` do it: the
+Device's ``spec.properties`` list, with the one ``desired.value`` changed, as a JSON merge patch (a merge
+patch replaces a list whole, so the list is sent whole). The patch carries the ``resourceVersion`` it was
+built from, so an edit never overwrites another property changed meanwhile; on a Conflict it is rebuilt
+from a fresh read.
+
+Deliberately not done: editing ``BYTES`` values (shown, not edited: KubeEdge defines no encoding), a chart
+with axes (a sparkline shows the shape; the last value is printed next to it), and history for properties
+that are not numeric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Sparkline, Static
+
+from app.client import ApiError, AsyncClient, ClientError, Conflict, NotFound
+from app.devices import NUMERIC_TYPES, Device, DeviceModel, ModelProperty, check_value, parse_device
+from app.devices import parse_device_model as parse_model
+from app.errors import FleetOpsError, ValidationError
+from app.resources import DEVICEMODELS, DEVICES, JSONObject
+
+logger = logging.getLogger(__name__)
+
+# The history API has no watch; the aggregator sends a window summary every few seconds, so polling every
+# 5 s shows each new window soon after it arrives without loading the cloud.
+HISTORY_POLL_SECONDS = 5.0
+# Points kept per sparkline: one per terminal column is the most a sparkline can show.
+HISTORY_POINTS = 120
+# How often set_desired rebuilds its patch after a Conflict before giving up.
+_EDIT_RETRIES = 3
+
+
+class DeviceEditError(FleetOpsError):
+    """A desired value that cannot be written (unknown property, no model to check it against...)."""
+
+
+# -- pure -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TwinRow:
+    """One line of the twin table."""
+
+    property: str
+    desired: str
+    reported: str
+    unit: str
+    type: str
+    access: str
+    last_update: str
+    numeric: bool
+    writable: bool
+
+
+def _timestamp(metadata: Any) -> str:
+    """KubeEdge's twin timestamp (milliseconds since the epoch, as a string) as UTC wall-clock time."""
+    raw = metadata.get("timestamp") if hasattr(metadata, "get") else None
+    try:
+        ms = int(str(raw))
+    except (TypeError, ValueError):
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def twin_rows(device: Device, model: DeviceModel | None) -> list[TwinRow]:
+    """The twin table: every property of the Device (in its order), then any twin the edge reports for a
+    property the spec no longer lists. Type, unit and access come from the model (``?`` without one)."""
+    twins = {t.property_name: t for t in device.status.twins}
+    names = [p.name for p in device.properties]
+    names += [n for n in twins if n not in names]
+    rows = []
+    for name in names:
+        prop = device.property(name)
+        mprop = model.property(name) if model is not None else None
+        twin = twins.get(name)
+        reported = twin.reported if twin is not None else None
+        desired = prop.desired.value if prop is not None and prop.desired is not None else ""
+        rows.append(
+            TwinRow(
+                property=name,
+                desired=desired,
+                reported=reported.value if reported is not None else "",
+                unit=mprop.unit if mprop else "",
+                type=mprop.type if mprop else "?",
+                access=mprop.access_mode if mprop else "?",
+                last_update=_timestamp(reported.metadata) if reported is not None else "",
+                numeric=mprop is not None and mprop.type in NUMERIC_TYPES,
+                writable=mprop is not None and mprop.writable and prop is not None,
+            )
+        )
+    return rows
+
+
+def validate_desired(prop: ModelProperty | None, name: str, value: str) -> str | None:
+    """Why ``value`` cannot be the desired value of property ``name`` (None when it can)."""
+    if prop is None:
+        return f"{name!r} is not in the device's model: the value cannot be checked"
+    try:
+        check_value(prop, value)
+    except ValidationError as exc:
+        return exc.message
+    return None
+
+
+def series_means(series: Sequence[Any]) -> list[float]:
+    """The window means of one history series, oldest first (malformed points skipped)."""
+    return [
+        float(p["mean"]) for p in series if isinstance(p, dict) and isinstance(p.get("mean"), int | float)
+    ]
+
+
+# -- I/O --------------------------------------------------------------------------------------------------
+
+
+async def set_desired(client: AsyncClient, namespace: str, name: str, prop: str, value: str) -> JSONObject:
+    """Write one desired value (a merge patch of ``spec.properties`` conditional on resourceVersion);
+    answers the updated Device. The caller validates ``value`` first (:func:`validate_desired`)."""
+    for attempt in range(_EDIT_RETRIES + 1):
+        device = await client.get(DEVICES, name, namespace)
+        props = copy.deepcopy((device.get("spec") or {}).get("properties") or [])
+        entry = next((p for p in props if isinstance(p, dict) and p.get("name") == prop), None)
+        if entry is None:
+            raise DeviceEditError(f"device {namespace}/{name} has no property {prop!r}")
+        desired = entry.get("desired")
+        entry["desired"] = {**(desired if isinstance(desired, dict) else {}), "value": value}
+        rv = str((device.get("metadata") or {}).get("resourceVersion") or "")
+        patch = {"metadata": {"resourceVersion": rv}, "spec": {"properties": props}}
+        try:
+            return await client.patch(DEVICES, name, patch, namespace, type="merge")
+        except Conflict:
+            if attempt == _EDIT_RETRIES:
+                raise
+            logger.debug("device %s/%s changed while setting %s; retrying", namespace, name, prop)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def fetch_history(
+    client: AsyncClient, namespace: str, name: str, since_ms: int | None = None
+) -> dict[str, list[Any]]:
+    """The device's telemetry series (``GET .../devices/NAME/history``); {} when it has none yet.
+
+    AsyncClient has no public call for a GET of a subresource, so this uses its request layer (same
+    errors, same auth) until one exists."""
+    path = f"/apis/{DEVICES.group}/{DEVICES.version}/namespaces/{namespace}/{DEVICES.plural}/{name}/history"
+    params = {"sinceMs": str(since_ms)} if since_ms is not None else None
+    try:
+        doc = await client._request("GET", path, params=params)
+    except NotFound:
+        return {}
+    series = doc.get("series") if isinstance(doc, dict) else None
+    if not isinstance(series, dict):
+        return {}
+    return {str(k): v for k, v in series.items() if isinstance(v, list)}
+
+
+# -- widgets ----------------------------------------------------------------------------------------------
+
+
+class DesiredValueScreen(ModalScreen[str | None]):
+    """Asks for a desired value; refuses (inline, without closing) one that does not fit the model."""
+
+    DEFAULT_CSS = """
+    DesiredValueScreen { align: center middle; }
+    DesiredValueScreen > Vertical {
+        width: 64; height: auto; border: thick $accent; background: $surface; padding: 1 2;
+    }
+    DesiredValueScreen #error { color: $error; height: auto; }
+    DesiredValueScreen #hint { color: $text-muted; }
+    DesiredValueScreen Horizontal { height: auto; margin-top: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, device: str, name: str, prop: ModelProperty | None, current: str) -> None:
+        super().__init__()
+        self._device_label = device
+        self._prop_name = name
+        self._prop = prop
+        self._current = current
+
+    def compose(self) -> ComposeResult:
+        hint = "no model: cannot be checked"
+        if self._prop is not None:
+            hint = self._prop.type
+            if self._prop.minimum or self._prop.maximum:
+                hint += f", {self._prop.minimum or '-inf'} .. {self._prop.maximum or '+inf'}"
+            if self._prop.unit:
+                hint += f" {self._prop.unit}"
+        with Vertical():
+            yield Label(f"Desired {self._prop_name} of {self._device_label}")
+            yield Label(hint, id="hint")
+            yield Input(self._current, id="value")
+            yield Label("", id="error")
+            with Horizontal():
+                yield Button("Set", id="set", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def _submit(self) -> None:
+        value = self.query_one("#value", Input).value.strip()
+        problem = validate_desired(self._prop, self._prop_name, value)
+        if problem is not None:
+            self.query_one("#error", Label).update(problem)
+            return
+        self.dismiss(value)
+
+    @on(Input.Submitted, "#value")
+    def _on_submitted(self) -> None:
+        self._submit()
+
+    @on(Button.Pressed, "#set")
+    def _on_set(self) -> None:
+        self._submit()
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class DeviceScreen(Screen[None]):
+    """One device: twin table, live from a watch; ``e`` edits a desired value; sparklines of history."""
+
+    DEFAULT_CSS = """
+    DeviceScreen #title { height: 1; background: $boost; padding: 0 1; }
+    DeviceScreen #twins { height: auto; max-height: 60%; }
+    DeviceScreen #history-title { height: 1; margin-top: 1; padding: 0 1; color: $text-muted; }
+    DeviceScreen .spark-row { height: 2; }
+    DeviceScreen .spark-name { width: 20; padding: 0 1; }
+    DeviceScreen .spark-last { width: 14; padding: 0 1; }
+    DeviceScreen Sparkline { width: 1fr; height: 2; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("e", "edit", "Edit desired"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        namespace: str,
+        name: str,
+        *,
+        readonly: bool,
+        history_interval: float = HISTORY_POLL_SECONDS,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.history_interval = history_interval
+        self.namespace = namespace
+        self.device_name = name
+        self.readonly = readonly
+        self.device: Device | None = None
+        self.model: DeviceModel | None = None
+        self.rows: list[TwinRow] = []
+        self.history: dict[str, list[float]] = {}
+        self._history_since: int | None = None
+        self._state = "loading"
+
+    # -- layout ---------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._title(), id="title")
+        table: DataTable[str] = DataTable(id="twins", cursor_type="row", zebra_stripes=True)
+        table.add_columns("PROPERTY", "DESIRED", "REPORTED", "UNIT", "TYPE", "ACCESS", "LAST UPDATE")
+        yield table
+        yield Static("History (window means)", id="history-title")
+        yield VerticalScroll(id="history")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#twins", DataTable).focus()
+        self._watch_device()
+        self._poll_history()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "edit":
+            return not self.readonly
+        return True
+
+    def _title(self) -> str:
+        parts = [f"Device {self.namespace}/{self.device_name}"]
+        if self.device is not None:
+            parts.append(f"model {self.device.model_ref}")
+            parts.append(f"node {self.device.node_name or '-'}")
+            parts.append(f"state {self.device.status.state or 'unknown'}")
+        else:
+            parts.append(self._state)
+        if self.readonly:
+            parts.append("read-only")
+        return "  ·  ".join(parts)
+
+    # -- live data ------------------------------------------------------------------------------------
+
+    @work(exclusive=True, group="device-watch")
+    async def _watch_device(self) -> None:
+        selector = f"metadata.name={self.device_name}"
+        try:
+            async with self.client.list_watch(DEVICES, self.namespace, field_selector=selector) as reflector:
+                async for event in reflector:
+                    if event.type == "RESYNC":
+                        obj = event.items[0] if event.items else None
+                        await self._show(obj, reload_model=True)
+                    elif event.type == "DELETED":
+                        self._state = "deleted"
+                        await self._show(None)
+                    else:
+                        await self._show(event.object)
+        except ClientError as exc:
+            self._state = "unavailable"
+            self.notify(f"device {self.device_name}: {exc}", severity="error", timeout=10)
+
+    async def _show(self, obj: JSONObject | None, *, reload_model: bool = False) -> None:
+        if obj is None:
+            if self._state == "loading":
+                self._state = "not found"
+            self.device = None
+        else:
+            try:
+                device = parse_device(obj)
+            except ValidationError as exc:
+                self.notify(f"device {self.device_name} is malformed: {exc}", severity="error")
+                return
+            if reload_model or self.model is None or self.model.name != device.model_ref:
+                self.model = await self._load_model(device.model_ref)
+            self.device = device
+        self._render_table()
+
+    async def _load_model(self, ref: str) -> DeviceModel | None:
+        try:
+            return parse_model(await self.client.get(DEVICEMODELS, ref, self.namespace))
+        except NotFound:
+            self.notify(f"DeviceModel {ref!r} not found: values cannot be checked", severity="warning")
+        except (ClientError, ValidationError) as exc:
+            self.notify(f"DeviceModel {ref!r}: {exc}", severity="error")
+        return None
+
+    def _render_table(self) -> None:
+        self.query_one("#title", Static).update(self._title())
+        table = self.query_one("#twins", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        self.rows = twin_rows(self.device, self.model) if self.device is not None else []
+        for row in self.rows:
+            table.add_row(
+                row.property,
+                row.desired,
+                row.reported,
+                row.unit,
+                row.type,
+                row.access,
+                row.last_update,
+                key=row.property,
+            )
+        if self.rows:
+            table.move_cursor(row=min(keep, len(self.rows) - 1))
+        self._render_history()
+
+    @work(exclusive=True, group="device-history")
+    async def _poll_history(self) -> None:
+        while True:
+            try:
+                series = await fetch_history(
+                    self.client, self.namespace, self.device_name, self._history_since
+                )
+            except ApiError as exc:
+                logger.info("history of %s/%s: %s", self.namespace, self.device_name, exc)
+                series = {}
+            except ClientError as exc:
+                logger.info("history of %s/%s unavailable: %s", self.namespace, self.device_name, exc)
+                series = {}
+            for prop, points in series.items():
+                values = self.history.setdefault(prop, [])
+                values.extend(series_means(points))
+                del values[:-HISTORY_POINTS]
+                ends = [p.get("end") for p in points if isinstance(p, dict)]
+                ends_ms = [e for e in ends if isinstance(e, int)]
+                if ends_ms:
+                    self._history_since = max(self._history_since or 0, *ends_ms)
+            if series:
+                self._render_history()
+            await asyncio.sleep(self.history_interval)
+
+    def _render_history(self) -> None:
+        box = self.query_one("#history", VerticalScroll)
+        numeric = [r for r in self.rows if r.numeric]
+        ids = [f"spark-{i}" for i in range(len(numeric))]
+        existing = [w.id for w in box.children]
+        if existing != ids:
+            box.remove_children()
+            for wid, row in zip(ids, numeric, strict=True):
+                box.mount(
+                    Horizontal(
+                        Label(row.property, classes="spark-name"),
+                        Sparkline(self.history.get(row.property, []), id=f"{wid}-line"),
+                        Label("", classes="spark-last", id=f"{wid}-last"),
+                        id=wid,
+                        classes="spark-row",
+                    )
+                )
+            self.call_after_refresh(self._fill_history)
+        else:
+            self._fill_history()
+
+    def _fill_history(self) -> None:
+        numeric = [r for r in self.rows if r.numeric]
+        for i, row in enumerate(numeric):
+            values = self.history.get(row.property, [])
+            lines = self.query(f"#spark-{i}-line").results(Sparkline)
+            for line in lines:
+                line.data = list(values)
+            for last in self.query(f"#spark-{i}-last").results(Label):
+                last.update(f"{values[-1]:g} {row.unit}".strip() if values else "no data")
+
+    # -- actions --------------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        if self.app.screen is self and len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def action_edit(self) -> None:
+        if self.readonly:
+            return
+        table = self.query_one("#twins", DataTable)
+        if not self.rows or table.cursor_row < 0 or table.cursor_row >= len(self.rows):
+            return
+        row = self.rows[table.cursor_row]
+        mprop = self.model.property(row.property) if self.model is not None else None
+        if mprop is not None and not mprop.writable:
+            self.notify(f"{row.property} is ReadOnly: it has no desired value", severity="error")
+            return
+        if self.device is not None and self.device.property(row.property) is None:
+            self.notify(f"{row.property} is not in the device's spec", severity="error")
+            return
+
+        def done(value: str | None) -> None:
+            if value is not None:
+                self._write(row.property, value)
+
+        self.app.push_screen(
+            DesiredValueScreen(self.device_name, row.property, mprop, row.desired or row.reported), done
+        )
+
+    @work(group="device-edit")
+    async def _write(self, prop: str, value: str) -> None:
+        try:
+            await set_desired(self.client, self.namespace, self.device_name, prop, value)
+        except (ClientError, DeviceEditError) as exc:
+            detail = "; ".join(exc.field_errors) if isinstance(exc, ApiError) and exc.causes else str(exc)
+            self.notify(f"setting {prop} failed: {detail}", severity="error", timeout=10)
+            return
+        self.notify(f"{prop} desired = {value}")
