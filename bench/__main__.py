@@ -8,7 +8,18 @@ import json
 import sys
 from pathlib import Path
 
-ALL = ["tunnel", "footprint", "pod_startup", "list_pods", "watch_latency", "log_follow", "twin_roundtrip"]
+ALL = [
+    "tunnel",
+    "footprint",
+    "pod_startup",
+    "list_pods",
+    "watch_latency",
+    "log_follow",
+    "twin_roundtrip",
+    "telemetry",
+    "inference",
+    "tui_filter",
+]
 
 
 def main() -> int:
