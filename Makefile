@@ -4,9 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-quick lint fmt bench clean
+.PHONY: install system-deps demo test test-quick lint fmt bench clean
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# What PyPI cannot provide (scripts/system-deps says why): the edge's fallback MQTT broker, and tmux for
+# the TUI's terminal test. Checked every time (it is cheap); installed with apt-get where allowed.
+SYSTEM_DEPS := mosquitto
+system-deps:
+	@scripts/system-deps $(SYSTEM_DEPS)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/fleetops demo
 
+test: SYSTEM_DEPS += tmux
 test: install
 	$(BIN)/pytest -q
 

@@ -8,23 +8,27 @@ and says so in the log, so ``make demo`` works on a fresh machine without a brok
 
 Choice of the embedded broker (checked with experiments against aiomqtt 2.5.1, next to Mosquitto 2):
 
-* ``amqtt`` 0.12.1 (MIT, pure Python) is rejected without installing it: its metadata pins
-  ``websockets==15.0.1``, which would downgrade FleetOps' ``websockets==17.4`` (the hub tunnel), and it
-  pulls in typer, transitions, dacite and pwdlib besides. It was also reported delivering a QoS 0
-  publish at QoS 1.
-* ``iotcore`` 0.4.0 (MIT, rumqttd compiled into a wheel, no Python dependencies) was tried and rejected.
-  Good: starts in 0.15 s, stops in milliseconds and frees its port, keeps retained messages (in memory).
-  Fatal: rumqttd drops the connection of any client that subscribes or publishes to a topic starting
-  with ``$`` (the reserved ``$SYS`` space), and every KubeEdge topic starts with ``$hw`` or ``$ke``.
-  Also seen: a QoS 0 publish delivered at QoS 1 (MQTT 3.1.1 section 3.8.4 asks min(publish,
-  subscription)); a 20 KiB default payload limit enforced by resetting the connection; and despite
-  "lives inside your Python process", its stoppable broker is a child Python process.
+* ``amqtt`` 0.12.1 (MIT, pure Python): its metadata pins ``websockets==15.0.1``, which would downgrade
+  FleetOps' ``websockets==17.4`` (the hub tunnel); installed apart (``pip install --target``) and run as
+  a child it works, but refuses by design any client publish to a ``$`` topic and closes that client's
+  connection (since 0.11.2), and it delivers a QoS 0 publish at QoS 1.
+* ``iotcore`` 0.4.0 (MIT, rumqttd compiled into a wheel, no Python dependencies): starts in 0.15 s and
+  stops cleanly, but rumqttd drops the connection of any client that subscribes or publishes to a topic
+  starting with ``$`` (the reserved ``$SYS`` space), and every KubeEdge topic starts with ``$hw`` or
+  ``$ke``. Also seen: QoS 0 delivered at QoS 1 (MQTT 3.1.1 section 3.8.4 asks min(publish,
+  subscription)) and a 20 KiB payload limit enforced by resetting the connection.
+* ``moat-mqtt`` (LGPL): the release pip picks on Python 3.11 fails to import; on 3.12 it upgrades QoS 0
+  to 1 and stopped delivering for good after ~10,000 messages of a burst. ``moat-lib-mqtt`` is correct
+  but speaks MQTT 5 only (3.1.1 adapters could not connect); ``mqttd`` corrupted QoS 1 payloads and
+  retained messages; ``hbmqtt`` does not import on Python 3.11. No PyPI package ships mosquitto.
 * So, as planned for that case, :class:`EmbeddedBroker` runs the ``mosquitto`` binary (EPL-2.0/EDL-1.0,
   packaged by every distribution; the .deb declares it as a dependency) as a child process with a
   generated config: a loopback listener, anonymous access, no persistence. It is the same broker as in
   production and CI, so behaviour (QoS downgrade rules, retained messages, ``$`` topics) does not
   depend on which one the edge got. It starts in about 50 ms; ``stop()`` sends SIGTERM, on which
-  mosquitto disconnects its clients and exits, and kills it after :data:`STOP_GRACE` seconds.
+  mosquitto disconnects its clients and exits, and kills it after :data:`STOP_GRACE` seconds. The
+  project's set-up (``make install``, ``scripts/system-deps``) installs the package with apt-get where it
+  is missing, so a fresh machine has it.
 
 Deliberately not done: authentication and TLS on the embedded broker (it binds loopback only, which is
 where adapters on the same box connect), persistence across restarts, tying the child's life to ours
