@@ -1,5 +1,6 @@
 """The demo's devices: a Modbus pump on edge-1 and an OPC UA line on edge-2, each simulated, each read by an
-adapter pod, each a Device at the cloud whose desired values reach the (simulated) machine.
+adapter pod, each a Device at the cloud whose desired values reach the (simulated) machine; an aggregator pod
+on each of those nodes sends 10 s summaries of the readings to the cloud's history.
 
 Everything runs as the product runs it: ``fleetops sim`` processes stand in for the PLCs, ``fleetops broker``
 (mosquitto) or a broker already on 127.0.0.1:1883 carries MQTT, the adapters are pods scheduled by the
@@ -138,8 +139,8 @@ def devices(modbus_port: int, opcua_port: int) -> list[dict[str, Any]]:
     ]
 
 
-def adapter(protocol: str, node: str, config: Path) -> dict[str, Any]:
-    name = f"{protocol}-adapter"
+def workload(name: str, module: str, node: str, config: Path) -> dict[str, Any]:
+    """A Deployment of one of FleetOps' workload modules on ``node``, reading ``config``."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -154,21 +155,19 @@ def adapter(protocol: str, node: str, config: Path) -> dict[str, Any]:
                     "terminationGracePeriodSeconds": 5,
                     "containers": [
                         {
-                            "name": "adapter",
+                            "name": name.rsplit("-", 1)[-1],
                             "image": f"fleetops/{name}:0.1",
-                            "command": [
-                                sys.executable,
-                                "-m",
-                                f"edgeservice.workloads.{protocol}",
-                                "--config",
-                                str(config),
-                            ],
+                            "command": [sys.executable, "-m", module, "--config", str(config)],
                         }
                     ],
                 },
             },
         },
     }
+
+
+def adapter(protocol: str, node: str, config: Path) -> dict[str, Any]:
+    return workload(f"{protocol}-adapter", f"edgeservice.workloads.{protocol}", node, config)
 
 
 def broker_plan() -> tuple[str, int] | None:
@@ -216,5 +215,13 @@ async def start_devices(cluster: LocalCluster, root: Path, broker_port: int) -> 
         )
         await cluster.request(
             "POST", "/apis/apps/v1/namespaces/default/deployments", adapter(protocol, node, config)
+        )
+        # The node's aggregator: 10 s window summaries to the cloud's history (what the UIs chart).
+        config = root / "adapters" / f"aggregator-{node}.json"
+        config.write_text(json.dumps({"broker": f"mqtt://127.0.0.1:{broker_port}", "window": 10.0}))
+        await cluster.request(
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            workload(f"{node}-aggregator", "edgeservice.workloads.aggregator", node, config),
         )
     return sims
