@@ -710,16 +710,28 @@ class _Api:
             )
         if t.rt is NAMESPACES and not opts.dry_run:
             # Preconditions first: a delete refused for them must not have emptied the namespace already.
-            current = await self.store.get(NAMESPACES, "", t.name)
-            meta = current.get("metadata") or {}
-            if (opts.uid and opts.uid != meta.get("uid")) or (
-                opts.resource_version and opts.resource_version != _rv(current)
-            ):
-                raise conflict(
-                    t.rt, t.name, "Precondition failed: the namespace does not match the preconditions"
-                )
+            self.check_preconditions(t.rt, await self.store.get(NAMESPACES, "", t.name), opts)
             await self.empty_namespace(t.name)
         return json_response(await self.delete_one(t.rt, t.ns, t.name, opts))
+
+    @staticmethod
+    def check_preconditions(rt: ResourceType, obj: JSONObject, opts: DeleteOptions) -> None:
+        """A 409 Conflict, in the apiserver's words, unless ``obj`` meets the delete's preconditions."""
+        m = obj.get("metadata") or {}
+        name = str(m.get("name", ""))
+        if opts.uid and opts.uid != m.get("uid"):
+            raise conflict(
+                rt,
+                name,
+                f"Precondition failed: UID in precondition: {opts.uid}, UID in object meta: {m.get('uid')}",
+            )
+        if opts.resource_version and opts.resource_version != _rv(obj):
+            raise conflict(
+                rt,
+                name,
+                f"Precondition failed: ResourceVersion in precondition: "
+                f"{opts.resource_version}, ResourceVersion in object meta: {_rv(obj)}",
+            )
 
     async def empty_namespace(self, namespace: str) -> None:
         for rt in ALL:
@@ -748,20 +760,7 @@ class _Api:
         for _ in range(_DELETE_ATTEMPTS):
             cur = await self.store.get(rt, ns, name)
             m = cur.get("metadata") or {}
-            if opts.uid and opts.uid != m.get("uid"):
-                raise conflict(
-                    rt,
-                    name,
-                    f"Precondition failed: UID in precondition: {opts.uid}, UID in object meta: "
-                    f"{m.get('uid')}",
-                )
-            if opts.resource_version and opts.resource_version != _rv(cur):
-                raise conflict(
-                    rt,
-                    name,
-                    f"Precondition failed: ResourceVersion in precondition: "
-                    f"{opts.resource_version}, ResourceVersion in object meta: {_rv(cur)}",
-                )
+            self.check_preconditions(rt, cur, opts)
             grace = self.grace_for(rt, cur, opts)
             if opts.dry_run:
                 return cur
@@ -809,6 +808,9 @@ class _Api:
     async def delete_collection(self, request: web.Request, t: Target) -> web.StreamResponse:
         opts = await self.delete_options(request)
         items, _ = await self.list_matching(t, self.selection(request, t.rt))
+        items = [o for o in items if not (t.rt is NAMESPACES and _key(o)[1] in SYSTEM_NAMESPACES)]
+        for obj in items:  # all or nothing: a refusal must not follow half a collection's deletion
+            self.check_preconditions(t.rt, obj, opts)
         done: list[JSONObject] = []
         for obj in items:
             ns, name = _key(obj)

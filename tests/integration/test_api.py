@@ -626,6 +626,19 @@ async def test_delete_preconditions_and_collection(api: Api) -> None:
     assert [p["metadata"]["name"] for p in left["items"]] == ["c"]
 
 
+async def test_a_collection_delete_refused_by_its_preconditions_deletes_nothing(api: Api) -> None:
+    """Found by the fuzzer: the namespaces were emptied before the precondition refused their deletion."""
+    await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "team"}})
+    team = "/api/v1/namespaces/team/pods"
+    await api.call("POST", team, pod("kept"))
+    await api.call("POST", PODS_URL, pod("kept"))
+    code, status = await api.call("DELETE", "/api/v1/namespaces", {"preconditions": {"uid": "nope"}})
+    assert code == 409 and "Precondition failed" in status["message"]
+    assert (await api.call("GET", f"{team}/kept"))[0] == 200
+    code, status = await api.call("DELETE", f"{PODS_URL}", {"preconditions": {"uid": "nope"}})
+    assert code == 409 and (await api.call("GET", f"{PODS_URL}/kept"))[0] == 200
+
+
 async def test_binding_sets_node_once(api: Api) -> None:
     await api.call("POST", PODS_URL, pod("p"))
     binding = {
