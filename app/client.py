@@ -15,8 +15,10 @@ Layers, bottom up:
   (merge, strategic, json), ``delete``, ``scale``, and ``apply``.
 * Streams: ``watch`` yields :class:`WatchEvent` objects from the ``?watch=true`` JSON-lines stream (an
   ``ERROR`` event raises the Status as an exception, e.g. :class:`Gone`); ``logs`` yields log lines.
-  Both are classes with ``aclose()`` and ``async with`` support rather than bare async generators, so
-  breaking out of a loop and closing the stream is deterministic (no generator finaliser tasks).
+  ``camera_frames`` yields a camera's :class:`~app.camera.CameraFrame` s over the Device's ``stream``
+  subresource (a WebSocket of ``app.camera`` records). All are classes with ``aclose()`` and ``async
+  with`` support rather than bare async generators, so breaking out of a loop and closing the stream is
+  deterministic (no generator finaliser tasks).
 * :class:`Reflector` (``AsyncClient.list_watch``): the informer pattern. It lists, emits a ``RESYNC``
   event carrying every item (a UI replaces its whole table), then watches from the list's resourceVersion.
   Bookmarks advance the resourceVersion silently; a dropped stream is resumed from the last
@@ -46,6 +48,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from app.camera import MAX_RECORD_BYTES, CameraFrame, decode_frame
 from app.clientmodels import (
     ContainerView,
     DeploymentView,
@@ -56,9 +59,9 @@ from app.clientmodels import (
     node_view,
     pod_view,
 )
-from app.errors import FleetOpsError
+from app.errors import FleetOpsError, ValidationError
 from app.kubeconfig import load_kubeconfig
-from app.resources import PODS, JSONObject, ResourceType, by_kind
+from app.resources import DEVICES, PODS, JSONObject, ResourceType, by_kind
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "Backoff",
+    "CameraFrame",
+    "CameraStream",
     "ClientError",
     "Conflict",
     "ConnectionFailed",
@@ -461,6 +466,73 @@ class WatchStream:
 # -- the client -------------------------------------------------------------------------------------------
 
 
+class CameraStream:
+    """A camera's live frames (``AsyncClient.camera_frames``), newest first-come: the server sends the
+    newest frame whenever the previous one has been taken, so a consumer that is slow gets fewer frames,
+    never late ones. Ends with the server's Status as an :class:`ApiError` (an offline node, a camera
+    that sends nothing) or :class:`ConnectionFailed`."""
+
+    def __init__(self, client: AsyncClient, path: str, params: Mapping[str, str]) -> None:
+        self._client = client
+        self._path = path
+        self._params = dict(params)
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def open(self) -> None:
+        if self._ws is not None:
+            return
+        client = self._client
+        session = await client._get_session()
+        try:
+            self._ws = await session.ws_connect(
+                client.server + self._path,
+                params=self._params,
+                heartbeat=30.0,
+                max_msg_size=MAX_RECORD_BYTES,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise api_error_from_status(exc.status, None, exc.message) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise client._fail("GET", self._path, exc) from exc
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> CameraFrame:
+        await self.open()
+        assert self._ws is not None
+        try:
+            msg = await self._ws.receive()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._client._fail("GET", self._path, exc) from exc
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            try:
+                return decode_frame(msg.data)
+            except ValidationError as exc:
+                raise ClientError(f"camera stream {self._path}: bad frame: {exc}") from exc
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            status = _decode(msg.data.encode())
+            code = status.get("code", 500) if isinstance(status, dict) else 500
+            raise api_error_from_status(int(code) if isinstance(code, int) else 500, status)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            raise StopAsyncIteration
+        raise self._client._fail("GET", self._path, ConnectionError(f"websocket: {msg.type.name}"))
+
+    async def aclose(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
 class AsyncClient:
     """A connection to one FleetOps cloud (or any Kubernetes API server serving these kinds).
 
@@ -827,6 +899,12 @@ class AsyncClient:
             params["timestamps"] = "true"
         path = self._object_path(PODS, name, namespace, "log")
         return LineStream(self, path, params, accept="text/plain, */*")
+
+    def camera_frames(self, name: str, namespace: str = "", *, overlay: bool = False) -> CameraStream:
+        """A camera Device's live frames (``.../devices/{name}/stream``, WebSocket); with ``overlay`` the
+        inference workload's frames with its results drawn on them."""
+        path = self._object_path(DEVICES, name, namespace, "stream")
+        return CameraStream(self, path, {"overlay": "1"} if overlay else {})
 
 
 def _decode(raw: bytes) -> Any:

@@ -15,7 +15,9 @@ and the "visitor" telling the adapter how to reach it. Twin values are strings e
 
 Visitors of the two protocols FleetOps ships adapters for are checked in depth: Modbus (``register``,
 ``offset``, ``limit``, ``scale``, ``isSwap``, ``isRegisterSwap``, ``dataType``) and OPC-UA (``nodeID``).
-Any other protocol's ``configData`` is kept as free-form JSON, as KubeEdge's ``CustomizedValue`` does.
+A ``camera``'s ``configData`` is checked by ``app.camera.parse_camera_config`` (url, fps, size, JPEG
+quality). Any other protocol's ``configData`` is kept as free-form JSON, as KubeEdge's ``CustomizedValue``
+does.
 
 Deliberately not done: ``pushMethod`` (HTTP/MQTT/database push of readings) is kept in the stored object
 but not modelled; a device's properties are checked against its model only by
@@ -32,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from app.camera import CAMERA_PROTOCOL, parse_camera_config
 from app.errors import ValidationError
 from app.resources import JSONObject
 
@@ -327,7 +330,7 @@ def parse_device_model(obj: Any) -> DeviceModel:
     spec = _obj(root.get("spec"), "spec", required=True)
     protocol = _str(spec.get("protocol"), "spec.protocol", required=True)
     items = _list(spec.get("properties"), "spec.properties")
-    if not items:
+    if not items and protocol.lower() != CAMERA_PROTOCOL:  # a camera's output is its stream
         raise ValidationError("spec.properties", "Required value: a model needs at least one property")
     props = tuple(_model_property(p, f"spec.properties[{i}]") for i, p in enumerate(items))
     _unique([p.name for p in props], "spec.properties", "name")
@@ -460,6 +463,8 @@ def parse_device(obj: Any, field: str = "") -> Device:
         protocol_name=_str(proto.get("protocolName"), f"{sp}.protocol.protocolName", required=True),
         config_data=dict(_obj(proto.get("configData"), f"{sp}.protocol.configData")),
     )
+    if protocol.protocol_name.lower() == CAMERA_PROTOCOL:
+        parse_camera_config(protocol.config_data, f"{sp}.protocol.configData")
     props = tuple(
         _device_property(p, f"{sp}.properties[{i}]", protocol.protocol_name)
         for i, p in enumerate(_list(spec.get("properties"), f"{sp}.properties"))

@@ -841,16 +841,23 @@ _NEUTRAL = (230, 200, 60)
 _BAD_LABELS: Final = frozenset({"defect", "anomaly"})
 
 
-def draw_overlay(frame: Tensor, results: Sequence[Result], *, fps: float | None = None) -> Tensor:
-    """A copy of ``frame`` with each result's box and ``label score`` drawn (results without a box are
-    listed at the top left), and the inference fps when given."""
+def draw_overlay(
+    frame: Tensor, results: Sequence[Result], *, fps: float | None = None, region: Box | None = None
+) -> Tensor:
+    """A copy of ``frame`` with each result's box and ``label score`` drawn, and the inference fps when
+    given. A result without a box (a classification) is drawn on ``region``, the part of the frame the
+    model looked at (the preprocessing crop), when there is one; otherwise listed at the top left."""
     out = frame.copy()
     line = 0
+    region_used = False  # the region shows the best classification; any others are listed
     for r in results:
         colour = _BAD if r.label in _BAD_LABELS else _GOOD if r.label in ("ok", "normal") else _NEUTRAL
         text = f"{r.label} {r.score:.2f}"
-        if r.box is not None:
-            x, y, w, h = r.box
+        box = r.box
+        if box is None and region is not None and not region_used:
+            box, region_used = region, True
+        if box is not None:
+            x, y, w, h = box
             cv2.rectangle(out, (x, y), (x + w, y + h), colour, 2)
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
             ty = max(th + base, y - 2)

@@ -32,6 +32,16 @@ WINDOW: Final = 16
 CHUNK: Final = 32 * 1024
 
 
+def window_of(params: object) -> int:
+    """The credit window a stream was opened with: ``params["window"]`` (1 to WINDOW), else WINDOW. Video
+    asks for a small one, so at most that many frames are ever in flight: on a slow link the edge drops
+    frames instead of the link queueing them."""
+    value = params.get("window") if isinstance(params, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return WINDOW
+    return max(1, min(WINDOW, value))
+
+
 def stream_resource(sid: str) -> str:
     return f"stream/{sid}"
 

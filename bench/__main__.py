@@ -17,6 +17,7 @@ ALL = [
     "log_follow",
     "twin_roundtrip",
     "telemetry",
+    "camera_stream",
     "inference",
     "tui_filter",
 ]

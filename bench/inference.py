@@ -36,9 +36,9 @@ from app import synthetic
 from app.inference import Pipeline, parse_config
 from bench.common import table
 from edgeservice.workloads.adapter import parse_broker
+from edgeservice.workloads.capture import FrameSlot
 from edgeservice.workloads.inference import (
     FrameResult,
-    FrameSlot,
     InferenceLoop,
     InferenceWorkload,
     WorkloadConfig,

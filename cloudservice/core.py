@@ -18,6 +18,7 @@ from pathlib import Path
 from app.kubeconfig import load_kubeconfig, write_kubeconfig
 from cloudservice.api import ApiServer, build_app
 from cloudservice.auth import AuthError, TokenStore
+from cloudservice.cameras import CameraStreams
 from cloudservice.controllers import ControllerManager
 from cloudservice.history import History
 from cloudservice.hub import CloudHub
@@ -69,6 +70,7 @@ class CloudCore:
             usage=self.usage,
             history=self.history,
         )
+        self.cameras = CameraStreams()
         self.controllers = ControllerManager(self.store, node_grace_period=config.node_grace_period)
         self.pki = ensure_pki(config.data_dir / "pki", config.api_host)
         app = build_app(
@@ -77,8 +79,9 @@ class CloudCore:
             streams=self.hub,
             usage=self.usage,
             history=self.history,
+            cameras=self.cameras,
         )
-        self.metrics = install_metrics(app, self.hub, self.store)
+        self.metrics = install_metrics(app, self.hub, self.store, cameras=self.cameras)
         self.api = ApiServer(
             app,
             config.api_host,
@@ -111,6 +114,7 @@ class CloudCore:
             await stop.wait()
         finally:
             await self.controllers.stop()
+            await self.cameras.close()
             await self.hub.stop()
             await self.api.stop()
             await self.store.close()

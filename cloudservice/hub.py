@@ -52,7 +52,7 @@ from app.resources import (
     parse_tunnel_resource,
     tunnel_resource,
 )
-from app.streams import stream_id
+from app.streams import stream_id, window_of
 from app.tunnel import DEFAULT_MAX_FRAME, Channel, Delivered, Event, FrameRejected, Replied, is_hello
 from app.tunnelio import ChannelRunner
 from cloudservice.auth import AuthError, Identity, TokenStore, bearer
@@ -606,7 +606,7 @@ class CloudHub:
         def forget(sid: str) -> None:
             s.streams.pop(sid, None)
 
-        stream = CloudStream(request.msg_id, send, on_close=forget)
+        stream = CloudStream(request.msg_id, send, on_close=forget, window=window_of(params))
         s.streams[request.msg_id] = stream
         send(request)
         self.stats["streams_opened"] += 1

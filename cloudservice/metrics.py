@@ -39,6 +39,7 @@ type ``version=0.0.4``, is what every Prometheus version scrapes).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Protocol
 
@@ -49,6 +50,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from app.resources import NODES, PODS, JSONObject
+from cloudservice.cameras import CameraStreams
 from cloudservice.errors import StoreError
 from cloudservice.store.base import Store
 
@@ -131,7 +133,12 @@ _HUB_COUNTERS = (
         "duplicates_skipped",
         None,
     ),
-    ("fleetops_hub_streams_opened_total", "Streams (pod logs) opened to edges.", "streams_opened", None),
+    (
+        "fleetops_hub_streams_opened_total",
+        "Streams (pod logs, exec, cameras) opened to edges.",
+        "streams_opened",
+        None,
+    ),
     (
         "fleetops_hub_telemetry_summaries_total",
         "Device telemetry window summaries from edges written to the history.",
@@ -227,6 +234,49 @@ def node_ready(node: JSONObject) -> str:
     return "unknown"
 
 
+class _CameraCollector:
+    """Live camera feeds (``cloudservice.cameras``): per feed its viewers and the fps and bytes/s it
+    receives now; totals over every feed since the start. A label set per watched camera, which is few."""
+
+    def __init__(self, cameras: CameraStreams) -> None:
+        self.cameras = cameras
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "device", "variant"]
+        viewers = GaugeMetricFamily(
+            "fleetops_camera_stream_viewers", "Clients watching a camera stream.", labels=labels
+        )
+        fps = GaugeMetricFamily(
+            "fleetops_camera_stream_fps", "Frames per second a camera stream delivers now.", labels=labels
+        )
+        rate = GaugeMetricFamily(
+            "fleetops_camera_stream_bytes_per_second",
+            "JPEG bytes per second a camera stream delivers now.",
+            labels=labels,
+        )
+        now = time.monotonic()
+        for key, feed in list(self.cameras.feeds.items()):
+            values = [key.namespace, key.name, key.variant]
+            frames_s, bytes_s = feed.rates(now)
+            viewers.add_metric(values, len(feed.viewers))
+            fps.add_metric(values, frames_s)
+            rate.add_metric(values, bytes_s)
+        yield from (viewers, fps, rate)
+        stats = self.cameras.stats
+        live_skipped = sum(f.skipped for f in self.cameras.feeds.values())
+        yield CounterMetricFamily(
+            "fleetops_camera_frames", "Camera frames received from edges.", value=stats["frames"]
+        )
+        yield CounterMetricFamily(
+            "fleetops_camera_bytes", "Camera JPEG bytes received from edges.", value=stats["bytes"]
+        )
+        yield CounterMetricFamily(
+            "fleetops_camera_frames_skipped",
+            "Frames a viewer did not get because it was still writing an older one (latest frame wins).",
+            value=stats["skipped"] + live_skipped,
+        )
+
+
 class _Chain:
     def __init__(self, *parts: Collector) -> None:
         self.parts = parts
@@ -295,12 +345,16 @@ class WatchCounter:
             self.running -= 1
 
 
-def install_metrics(app: web.Application, hub: HubView, store: Store) -> CloudMetrics:
+def install_metrics(
+    app: web.Application, hub: HubView, store: Store, *, cameras: CameraStreams | None = None
+) -> CloudMetrics:
     """Count ``app``'s watches and serve ``/metrics`` on it; call before the app starts (its middleware list
     and router are frozen then). The watch counter runs inside the API's middleware, so only authenticated
     requests reach it, and ``/metrics`` needs a bearer token like every other API path."""
     watches = WatchCounter()
     app.middlewares.append(watches.middleware)
     metrics = CloudMetrics(hub, store, watches)
+    if cameras is not None:
+        metrics.registry.register(_CameraCollector(cameras))
     app.router.add_get(METRICS_PATH, metrics_handler(metrics))
     return metrics

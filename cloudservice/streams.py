@@ -43,10 +43,18 @@ _END = object()
 
 
 class CloudStream:
-    def __init__(self, sid: str, send: Callable[[Message], None], *, on_close: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        sid: str,
+        send: Callable[[Message], None],
+        *,
+        on_close: Callable[[str], None],
+        window: int = streams.WINDOW,
+    ) -> None:
         self.sid = sid
         self._send = send
         self._on_close = on_close
+        self._window = window
         self._accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._chunks: asyncio.Queue[Any] = asyncio.Queue()
         self._consumed = 0
@@ -69,7 +77,7 @@ class CloudStream:
                 self._accepted.set_exception(exc)
             self._finish(StreamClosed(exc.message))
         elif msg.operation == "update":
-            if self._chunks.qsize() >= 2 * streams.WINDOW:
+            if self._chunks.qsize() >= 2 * self._window:
                 # More than the credit we granted: a broken or hostile edge. Bounded memory wins.
                 log.warning("stream %s: the node sent past its credit; ending the stream", self.sid)
                 self._send(streams.close(self.sid, "credit exceeded"))
@@ -117,7 +125,8 @@ class CloudStream:
             if isinstance(item, Exception):
                 raise item
             self._consumed += 1
-            if self._consumed >= streams.WINDOW // 2 and not self.closed:
+            # Credit back in batches of half the window (every chunk, for a window of 1 or 2).
+            if self._consumed >= max(1, self._window // 2) and not self.closed:
                 self._send(streams.credit(self.sid, self._consumed))
                 self._consumed = 0
             yield item

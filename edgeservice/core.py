@@ -34,6 +34,7 @@ from app.model import ConfigKind
 from app.resources import PODS, JSONObject, tunnel_resource
 from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, FrameRejected, Replied, hello
 from app.tunnelio import ChannelRunner
+from edgeservice.camerastream import CameraStreamProducer
 from edgeservice.edged import Edged
 from edgeservice.localapi import LocalApi, LocalApiError
 from edgeservice.metamanager import CacheError, Change, MetaManager
@@ -54,6 +55,8 @@ NODE_HEADER = "X-FleetOps-Node"
 MAX_PENDING_EVENTS = 5000
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
+# Seconds a camera stream waits for the event bus, which starts with the node's first device.
+BUS_START_WAIT_S = 5.0
 
 
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
@@ -101,6 +104,7 @@ class EdgeCore:
             {
                 "podlog": PodLogProducer(self.meta, self.edged, self.node),
                 "podexec": PodExecProducer(self.meta, self.edged, self.node),
+                "camera": CameraStreamProducer(self.meta, self.node, self._broker_url),
             },
         )
         self.connected = asyncio.Event()
@@ -240,6 +244,18 @@ class EdgeCore:
         m = pod.get("metadata", {})
         key = tunnel_resource(PODS, str(m.get("namespace", "")), str(m.get("name", "")))
         self._emit(Message("delete", key, {"uid": m.get("uid")}, source=self.node))
+
+    async def _broker_url(self) -> str | None:
+        """The MQTT broker the node's devices use (camera streams read it); None without devices. The bus
+        starts with the first device, so a stream asked for right after it arrived waits a moment."""
+        twin = self.devicetwin
+        if twin is None:
+            return None
+        try:
+            await asyncio.wait_for(twin.bus_started.wait(), BUS_START_WAIT_S)
+        except TimeoutError:
+            return None
+        return twin.bus.url if twin.bus is not None else None
 
     def _emit(self, msg: Message, *, status_of: tuple[str, JSONObject] | None = None) -> None:
         """Queue a message for the cloud: the outbox writer persists it, then sends it (see

@@ -12,7 +12,8 @@ Flow 2 of DESIGN.md, the edge's half:
   device state to the cloud through the persisted outbox (so reports made offline arrive later, once).
 * Twins are persisted (``MetaManager.local``) so the edge restarts with what it knew.
 * Telemetry summaries on ``$ke/events/device/{id}/data/update`` (the aggregator's windows) go to the cloud's
-  history through the outbox.
+  history through the outbox; an ``event`` they carry (the inference workload's "defect detected on line
+  2") becomes a Kubernetes Event on the Device, as does the reason a device went offline.
 * A message refused on the way in (malformed JSON, an unknown device, a value of the wrong type, outside
   min/max or written to a ReadOnly property, a data update without data, an unknown state) is answered on
   the ``/result`` topic where KubeEdge has one, counted by category for the metrics, and recorded as a
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -69,6 +71,8 @@ MAX_PENDING_SUMMARIES = 20_000
 # the same device and reason: a misconfigured adapter repeating a bad value every 100 ms must not flood
 # the link or the cloud's event store (the metrics still count every rejection).
 EVENT_INTERVAL = 10.0
+# A workload's event reason: Kubernetes style, CamelCase.
+_REASON = re.compile(r"^[A-Z][A-Za-z0-9]{0,127}$")
 # Event reasons (Kubernetes style, CamelCase) per rejection category.
 _EVENT_REASONS = {"malformed": "MalformedMessage", "invalid": "InvalidTwinUpdate", "unknown_device": ""}
 
@@ -118,6 +122,7 @@ class DeviceTwin:
         self.bus: EventBus | None = None
         self.broker: EmbeddedBroker | None = None
         self._wake = asyncio.Event()
+        self.bus_started = asyncio.Event()  # set once the bus runs (it starts with the first device)
         self._pending_deltas: set[str] = set()
         # Rejected MQTT messages by category (metrics), and when each (device, reason) last made an Event.
         self.rejections: Counter[str] = Counter()
@@ -221,6 +226,7 @@ class DeviceTwin:
                         url, self.node, self.on_event, on_connect=self._republish, on_reject=self.on_reject
                     )
                     await self.bus.start()
+                    self.bus_started.set()
                     log.info("devicetwin: %d device(s), MQTT at %s", len(self.devices), url)
                 for name in list(self._pending_deltas):
                     self._pending_deltas.discard(name)
@@ -270,6 +276,20 @@ class DeviceTwin:
         }
         self.emit(Message("insert", f"{entry.namespace}/deviceevent/{entry.name}", content))
 
+    def _record_event(self, entry: _Device, event: JSONObject) -> None:
+        """An event a workload reported with its data (the inference workload's "defect detected on line
+        2"): a Kubernetes Event on the Device, through the outbox. A malformed one is dropped with a log
+        line; the data that came with it is kept."""
+        type_, reason, message = event.get("type", "Normal"), event.get("reason"), event.get("message", "")
+        if type_ not in ("Normal", "Warning") or not isinstance(reason, str) or not reason.isalnum():
+            log.info(
+                "devicetwin: event of %s ignored: needs type Normal|Warning and a CamelCase reason",
+                entry.name,
+            )
+            return
+        content = {"uid": entry.uid, "type": type_, "reason": reason, "message": str(message)[:1024]}
+        self.emit(Message("insert", f"{entry.namespace}/deviceevent/{entry.name}", content))
+
     async def on_event(self, ev: BusEvent) -> None:
         from edgeservice.eventbus import EventRejected, UnknownDeviceError
 
@@ -315,6 +335,9 @@ class DeviceTwin:
                     "summary": {"window": ev.payload.get("window", {}), "data": data},
                 }
                 self.emit(Message("update", f"{entry.namespace}/devicedata/{entry.name}", content))
+            event = ev.payload.get("event")
+            if isinstance(event, dict):
+                self._record_event(entry, event)
         elif ev.kind == "state_update" and entry is not None:
             state = str(ev.payload.get("state", "")).lower()
             if state not in ("online", "offline", "unknown"):
@@ -323,6 +346,12 @@ class DeviceTwin:
                 entry.state = state
                 self._save(entry)
                 self._report(entry)
+                reason = ev.payload.get("reason")
+                if state == "offline" and isinstance(reason, str) and reason:
+                    # Why (an unreachable camera, a file that is not a video): for kubectl describe.
+                    self._record_event(
+                        entry, {"type": "Warning", "reason": "DeviceOffline", "message": reason[:1024]}
+                    )
 
     # -- persistence and reports ---------------------------------------------------------------------
 

@@ -31,11 +31,13 @@ class StreamRejected(FleetOpsError):
 
 
 class StreamSink:
-    def __init__(self, sid: str, send: Callable[[Message], None], source: str) -> None:
+    def __init__(
+        self, sid: str, send: Callable[[Message], None], source: str, window: int = streams.WINDOW
+    ) -> None:
         self.sid = sid
         self.emit = send
         self._source = source
-        self._credit = streams.WINDOW
+        self._credit = window
         self._wake = asyncio.Event()
         self.accepted = False
         # What the cloud sends into the stream (exec's stdin and resizes), in order.
@@ -57,11 +59,15 @@ class StreamSink:
 
     async def send_item(self, content: JSONObject) -> None:
         """One chunk of any shape (exec's channel data), paced by credit like ``send``."""
+        await self.wait_credit()
+        self._credit -= 1
+        self.emit(streams.item(self.sid, content, self._source))
+
+    async def wait_credit(self) -> None:
+        """Return once a chunk may be sent (a video producer waits here, then sends its newest frame)."""
         while self._credit <= 0:
             self._wake.clear()
             await self._wake.wait()
-        self._credit -= 1
-        self.emit(streams.item(self.sid, content, self._source))
 
     def grant(self, n: int) -> None:
         self._credit += n
@@ -104,7 +110,7 @@ class EdgeStreams:
         if producer is None:
             send(streams.refused(msg, 404, "NotFound", f"this node cannot stream {kind!r}", self.node))
             return
-        sink = StreamSink(msg.msg_id, send, self.node)
+        sink = StreamSink(msg.msg_id, send, self.node, streams.window_of(msg.content))
         task = asyncio.create_task(self._run(producer, sink, msg), name=f"edge[{self.node}].stream[{kind}]")
         self._tasks[msg.msg_id] = (task, sink)
 

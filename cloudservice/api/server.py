@@ -49,7 +49,17 @@ from aiohttp import web
 
 from app.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from app.resources import ALL, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
-from cloudservice.api import discovery, historyapi, kprotobuf, metricsapi, openapi, strategy, tables
+from cloudservice.api import (
+    camerastream,
+    discovery,
+    historyapi,
+    kprotobuf,
+    metricsapi,
+    openapi,
+    strategy,
+    tables,
+)
+from cloudservice.api.camerastream import device_stream
 from cloudservice.api.podexec import pod_exec
 from cloudservice.api.podlogs import StreamOpener, pod_log
 from cloudservice.api.selectors import (
@@ -70,6 +80,7 @@ from cloudservice.api.status import (
     invalid,
     not_found,
 )
+from cloudservice.cameras import CameraStreams
 from cloudservice.errors import AlreadyExists, Conflict, Gone, NotFound, StoreError
 from cloudservice.history import History
 from cloudservice.store.base import Store, WatchEvent
@@ -1011,6 +1022,7 @@ def build_app(
     streams: StreamOpener | None = None,
     usage: UsageStore | None = None,
     history: History | None = None,
+    cameras: CameraStreams | None = None,
 ) -> web.Application:
     """The API as an aiohttp application. The caller starts and closes ``store``; the app creates the
     system namespaces on startup.
@@ -1102,6 +1114,12 @@ def build_app(
         metricsapi.add_metrics_api(app, usage, store=store)
     if history is not None:  # before the catch-all below
         historyapi.add_history_api(app, history)
+    feeds = cameras if cameras is not None else CameraStreams()
+
+    async def camera_handler(request: web.Request) -> web.StreamResponse:
+        return await device_stream(request, store, streams, feeds)
+
+    app.router.add_get(camerastream.PATH, camera_handler)  # before the catch-all below
     app.router.add_route("*", "/apis/{group}/{version}/{path:.+}", api.grouped)
     app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)

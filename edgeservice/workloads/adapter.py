@@ -612,9 +612,12 @@ async def mqtt_session(
     on_message: Callable[[str, Any], None],
     *,
     on_connect: Callable[[], None] | None = None,
+    senders: Sequence[Callable[[aiomqtt.Client], Coroutine[Any, Any, None]]] = (),
 ) -> None:
     """A workload's MQTT connection, for ever: subscribe to ``topics``, hand each message to
-    ``on_message(topic, payload)``, publish what ``outbox`` holds, and reconnect with jittered backoff."""
+    ``on_message(topic, payload)``, publish what ``outbox`` holds, and reconnect with jittered backoff.
+    Each of ``senders`` runs with the client while connected (a camera's frames, published as they come
+    rather than queued)."""
     delay = BACKOFF_MIN_S
     while True:
         try:
@@ -633,14 +636,17 @@ async def mqtt_session(
                 delay = BACKOFF_MIN_S
                 if on_connect is not None:
                     on_connect()
-                sender = asyncio.create_task(_publish(client, outbox), name=f"{identifier}.send")
+                tasks = [asyncio.create_task(_publish(client, outbox), name=f"{identifier}.send")]
+                tasks += [asyncio.create_task(send(client), name=f"{identifier}.send") for send in senders]
                 try:
                     async for message in client.messages:
                         on_message(message.topic.value, message.payload)
                 finally:
-                    sender.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await sender
+                    for task in tasks:
+                        task.cancel()
+                    for task in tasks:
+                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                            await task
         except aiomqtt.MqttError as exc:
             log.warning("mqtt %s:%d: %s; reconnecting in %.1f s", broker.host, broker.port, exc, delay)
         await asyncio.sleep(delay * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER))

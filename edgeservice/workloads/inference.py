@@ -13,8 +13,16 @@ with its pre- and postprocessing (the ``inference`` object, :func:`app.inference
 Sources. ``synthetic://conveyor`` is :class:`app.synthetic.ConveyorSource` (query parameters ``seed``,
 ``defect_rate``, ``width``, ``height``), paced to ``fps``; a file is played in a loop at ``fps`` (default:
 the file's own rate); a camera index or a stream URL goes to ``cv2.VideoCapture`` and is paced by the
-device. ``telemetry`` subscribes to ``$hw/events/device/{device}/twin/update`` (what the protocol
-adapters publish) and scores the device's latest readings (the model's ``features``) at each update.
+device. ``camera://NAME`` takes the frames of the camera workload serving that Device (it holds a lease
+on them, see ``app.camera``), so the results belong to the very frames viewers see; the camera workload
+owns that device's state then. ``telemetry`` subscribes to ``$hw/events/device/{device}/twin/update``
+(what the protocol adapters publish) and scores the device's latest readings (the model's ``features``)
+at each update.
+
+Overlay. While a lease of the ``overlay`` variant is active on ``$ke/events/device/{device}/stream/watch``
+(the edge holds one for each ``?overlay=1`` viewer), each inferred frame is drawn with its results
+(``app.inference.draw_overlay``: boxes, or the classification on the inspection window) and published as
+a frame record on ``.../stream/overlay``, the newest one first.
 
 Latest frame wins. A capture thread keeps only the newest frame in a :class:`FrameSlot`; the inference
 thread takes the newest one when it is free, so a slow model skips frames (counted as ``dropped``) and
@@ -60,7 +68,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import sys
 import threading
 import time
@@ -69,12 +76,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
+import aiomqtt
 import cv2
 import numpy as np
 
-from app import synthetic
+from app.camera import (
+    LEASE_RENEW_S,
+    CameraFrame,
+    Leases,
+    RateMeter,
+    decode_frame,
+    encode_frame,
+    frame_topic,
+    lease_payload,
+    parse_lease,
+    watch_topic,
+)
+from app.errors import ValidationError
 from app.inference import (
     Event,
     InferenceConfig,
@@ -83,6 +102,7 @@ from app.inference import (
     ModelLoadError,
     Pipeline,
     Result,
+    draw_overlay,
     evaluate_rules,
 )
 from app.inference import (
@@ -91,7 +111,6 @@ from app.inference import (
 from app.resources import JSONObject
 from edgeservice.workloads.adapter import (
     EXIT_CONFIG,
-    OFFLINE,
     ONLINE,
     Broker,
     ConfigError,
@@ -104,22 +123,17 @@ from edgeservice.workloads.adapter import (
     twin_update_topic,
 )
 from edgeservice.workloads.aggregator import Window, data_topic, samples_of
+from edgeservice.workloads.capture import FrameSlot, FrameSource, capture_loop, check_source
 
 log = logging.getLogger(__name__)
 
 TELEMETRY: Final = "telemetry"
-SYNTHETIC_CONVEYOR: Final = "synthetic://conveyor"
-DEFAULT_FPS: Final = 30.0
+CAMERA_SOURCE: Final = "camera://"
+# Seconds without a frame from the camera (camera:// source) before the workload says so in its log.
+CAMERA_SILENCE_S: Final = 5.0
+OVERLAY_JPEG_QUALITY: Final = 80
 DEFAULT_REPORT_S: Final = 1.0
 MIN_REPORT_S: Final = 0.05
-# Source retry back-off: 1 s doubling to 30 s, +-20% jitter (a camera that is away for a day costs one
-# attempt every half minute, and cameras restarted together do not come back in lock-step).
-RETRY_MIN_S: Final = 1.0
-RETRY_MAX_S: Final = 30.0
-RETRY_JITTER: Final = 0.2
-# Consecutive failed reads after which a live source is reopened (a USB camera unplugged, an RTSP server
-# gone): a single failed grab is common on a busy network stream and is not worth a reconnect.
-READ_FAILURES_TO_REOPEN: Final = 30
 # How long the inference thread waits for a frame before checking whether it should stop.
 TAKE_TIMEOUT_S: Final = 0.2
 
@@ -139,6 +153,11 @@ class WorkloadConfig:
     @property
     def telemetry(self) -> bool:
         return self.source == TELEMETRY
+
+    @property
+    def camera(self) -> str | None:
+        """The camera Device whose frames are the source (``camera://NAME``), else None."""
+        return self.source.removeprefix(CAMERA_SOURCE) if self.source.startswith(CAMERA_SOURCE) else None
 
 
 def _resolve_model(config: InferenceConfig, config_dir: Path | None) -> InferenceConfig:
@@ -173,7 +192,11 @@ def parse_config(obj: Any, config_dir: Path | None = None) -> WorkloadConfig:
             field="source",
         )
     if source.startswith("synthetic://"):
-        _synthetic_params(source)  # validates
+        check_source(source)
+    if source.startswith(CAMERA_SOURCE):
+        camera = source.removeprefix(CAMERA_SOURCE)
+        if not camera or any(c in camera for c in "/+#"):
+            raise ConfigError(f"{source!r}: camera://NAME names a camera Device on this node", field="source")
     fps = obj.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0):
         raise ConfigError(f"must be a positive number of frames per second, not {fps!r}", field="fps")
@@ -217,130 +240,6 @@ def load_config(path: Path) -> WorkloadConfig:
 
 
 # Sources ---------------------------------------------------------------------------------------------------
-
-
-class SourceError(InferenceError):
-    """A source cannot be opened or read; ``reason`` says why in words an operator can act on."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
-        self.source = source
-        self.reason = reason
-
-
-def _synthetic_params(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    if f"{parts.scheme}://{parts.netloc}{parts.path}" != SYNTHETIC_CONVEYOR:
-        raise ConfigError(f"{url!r}: the only synthetic source is {SYNTHETIC_CONVEYOR}", field="source")
-    known = {"seed": int, "defect_rate": float, "width": int, "height": int}
-    params: dict[str, Any] = {}
-    for key, values in parse_qs(parts.query).items():
-        if key not in known:
-            raise ConfigError(f"unknown parameter {key!r}: use {', '.join(known)}", field="source")
-        try:
-            params[key] = known[key](values[-1])
-        except ValueError as exc:
-            raise ConfigError(f"{key}={values[-1]!r} is not a number", field="source") from exc
-    return params
-
-
-class FrameSource:
-    """Frames from one configured source. :meth:`open` and :meth:`read` raise SourceError; :meth:`pace`
-    is how long to wait between frames (0: the device paces itself)."""
-
-    def __init__(self, url: str, fps: float | None) -> None:
-        self.url = url
-        self.fps = fps
-        self._synthetic: synthetic.ConveyorSource | None = None
-        self._capture: Any = None
-        self._file = False
-        self._failures = 0
-        self.pace = 0.0
-
-    def open(self) -> None:
-        self.close()
-        if self.url.startswith("synthetic://"):
-            fps = self.fps or DEFAULT_FPS
-            self._synthetic = synthetic.ConveyorSource(fps=fps, **_synthetic_params(self.url))
-            self.pace = 1.0 / fps
-            return
-        target: int | str = int(self.url) if self.url.isdigit() else self.url
-        self._file = isinstance(target, str) and "://" not in target
-        if self._file and not Path(self.url).is_file():
-            raise SourceError(self.url, "no such video file")
-        cap = cv2.VideoCapture(target)
-        if not cap.isOpened():
-            cap.release()
-            what = "not a video file OpenCV can read" if self._file else "cannot open the camera or stream"
-            raise SourceError(self.url, what)
-        ok, _ = cap.read()
-        if not ok:
-            cap.release()
-            raise SourceError(
-                self.url, "opened, but gives no frames" + (" (not a video?)" if self._file else "")
-            )
-        if self._file:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            own = cap.get(cv2.CAP_PROP_FPS)
-            rate = self.fps or (own if own and 0 < own <= 240 else DEFAULT_FPS)
-            self.pace = 1.0 / rate
-        else:
-            self.pace = 1.0 / self.fps if self.fps else 0.0
-        self._capture = cap
-        self._failures = 0
-
-    def read(self) -> np.ndarray:
-        if self._synthetic is not None:
-            frame, _truth = self._synthetic.read()
-            return frame
-        if self._capture is None:
-            raise SourceError(self.url, "not open")
-        ok, frame = self._capture.read()
-        if ok:
-            self._failures = 0
-            return np.asarray(frame)
-        if self._file:  # the end of the file: play it again
-            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._capture.read()
-            if ok:
-                return np.asarray(frame)
-            raise SourceError(self.url, "the video file stopped giving frames")
-        self._failures += 1
-        if self._failures >= READ_FAILURES_TO_REOPEN:
-            raise SourceError(self.url, f"no frame in {self._failures} reads: the camera or stream is gone")
-        return np.empty((0, 0, 3), np.uint8)  # one failed grab: try again
-
-    def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-        self._synthetic = None
-
-
-class FrameSlot:
-    """The newest frame and nothing else: :meth:`put` replaces an untaken frame (counting it dropped),
-    :meth:`take` waits for a frame newer than the last one taken."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: np.ndarray | None = None
-        self._ts = 0
-        self.dropped = 0
-
-    def put(self, frame: np.ndarray, ts: int) -> None:
-        with self._cond:
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame, self._ts = frame, ts
-            self._cond.notify()
-
-    def take(self, timeout: float) -> tuple[np.ndarray, int] | None:
-        with self._cond:
-            if self._frame is None and not self._cond.wait_for(lambda: self._frame is not None, timeout):
-                return None
-            assert self._frame is not None
-            frame, self._frame = self._frame, None
-            return frame, self._ts
 
 
 # Results and reports ---------------------------------------------------------------------------------------
@@ -440,68 +339,48 @@ class InferenceLoop:
     """The per-input work the inference thread does (and the benchmark measures): run the pipeline on
     one frame, then hand the result to ``deliver``."""
 
-    def __init__(self, pipeline: Pipeline, deliver: Callable[[FrameResult], None]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        deliver: Callable[[FrameResult], None],
+        *,
+        on_frame: Callable[[np.ndarray, FrameResult], None] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.deliver = deliver
+        self.on_frame = on_frame
         self._last_error = ""
 
-    def process(self, frame: np.ndarray, frame_ts: int) -> None:
+    def _warn_once(self, problem: str) -> None:
+        if problem != self._last_error:  # once per distinct problem, not once per frame
+            log.warning("%s", problem)
+            self._last_error = problem
+
+    def process(self, frame: np.ndarray | bytes, frame_ts: int) -> None:
+        """One input: a decoded frame, or a camera's JPEG (``camera://`` sources), decoded here, in the
+        inference thread, so the loop that received it never pays for it."""
+        if isinstance(frame, bytes):
+            decoded = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+            if decoded is None:
+                self._warn_once("a camera frame is not a JPEG OpenCV can decode; skipped")
+                return
+            frame = decoded
         started = time.perf_counter()
         try:
             results = self.pipeline.infer(frame)
         except InferenceError as exc:
-            if str(exc) != self._last_error:  # once per distinct problem, not once per frame
-                log.warning("inference failed: %s", exc)
-                self._last_error = str(exc)
+            self._warn_once(f"inference failed: {exc}")
             return
-        self.deliver(FrameResult(results, frame_ts, time.perf_counter() - started))
+        fr = FrameResult(results, frame_ts, time.perf_counter() - started)
+        self.deliver(fr)
+        if self.on_frame is not None:
+            self.on_frame(frame, fr)
 
     def run(self, slot: FrameSlot, stop: threading.Event) -> None:
         while not stop.is_set():
             item = slot.take(TAKE_TIMEOUT_S)
             if item is not None:
                 self.process(*item)
-
-
-def capture_loop(
-    source: FrameSource,
-    slot: FrameSlot,
-    stop: threading.Event,
-    report_state: Callable[[str, str], None],
-) -> None:
-    """Open ``source`` and put its frames into ``slot`` until ``stop``; on failure report the state with
-    the reason and retry with back-off."""
-    delay = RETRY_MIN_S
-    while not stop.is_set():
-        try:
-            source.open()
-            report_state(ONLINE, "")
-            delay = RETRY_MIN_S
-            deadline = time.monotonic()
-            while not stop.is_set():
-                frame = source.read()
-                if frame.size:
-                    slot.put(frame, now_ms())
-                if source.pace:
-                    deadline += source.pace
-                    wait = deadline - time.monotonic()
-                    if wait > 0:
-                        stop.wait(wait)
-                    elif wait < -1.0:  # fell a second behind (a stall): restart the clock, do not burst
-                        deadline = time.monotonic()
-        except SourceError as exc:
-            report_state(OFFLINE, exc.reason)
-            wait = delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
-            log.warning("source %s: %s; retrying in %.1f s", exc.source, exc.reason, wait)
-            stop.wait(wait)
-            delay = min(delay * 2, RETRY_MAX_S)
-        except Exception:  # an OpenCV surprise must not kill the thread silently: log, back off, retry
-            log.exception("source %s: capture failed; retrying in %.1f s", source.url, delay)
-            report_state(OFFLINE, "capture failed (see the pod's log)")
-            stop.wait(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-        finally:
-            source.close()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -528,35 +407,132 @@ class InferenceWorkload:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()  # the window and the rules' cooldowns, shared with the inference thread
         self._reported_dropped = 0
+        # The overlay stream (see on_frame) and, for a camera:// source, the frames received.
+        self.overlay_leases = Leases()
+        self.overlay_watched = threading.Event()
+        self._overlay: bytes | None = None
+        self._overlay_ready = asyncio.Event()
+        self._overlay_meter = RateMeter()
+        self._overlay_seq = 0
+        self.frames_received = 0
+        self._last_frame = 0.0
+        self._silence_logged = False
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         stop = threading.Event()
         threads: list[threading.Thread] = []
         if not self.config.telemetry:
-            source = FrameSource(self.config.source, self.config.fps)
-            infer = InferenceLoop(self.pipeline, self.on_result)
-            threads = [
-                threading.Thread(
-                    target=capture_loop,
-                    args=(source, self.slot, stop, self._state_threadsafe),
-                    name="inference.capture",
-                    daemon=True,
-                ),
+            infer = InferenceLoop(self.pipeline, self.on_result, on_frame=self.on_frame)
+            threads.append(
                 threading.Thread(
                     target=infer.run, args=(self.slot, stop), name="inference.infer", daemon=True
-                ),
-            ]
+                )
+            )
+            if self.config.camera is None:  # our own capture; camera:// frames come over MQTT
+                source = FrameSource(self.config.source, self.config.fps)
+                threads.append(
+                    threading.Thread(
+                        target=capture_loop,
+                        args=(source, self.slot.put, stop, self._state_threadsafe),
+                        name="inference.capture",
+                        daemon=True,
+                    )
+                )
             for t in threads:
                 t.start()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._mqtt(), name="inference.mqtt")
                 tg.create_task(self._tick(), name="inference.report")
+                tg.create_task(self._expire_leases(), name="inference.leases")
         finally:
             stop.set()
             for t in threads:  # both wake within TAKE_TIMEOUT_S or one frame; a hung capture is left behind
                 await asyncio.to_thread(t.join, 2.0)
+
+    # The overlay stream: the frames inferred, with the results drawn, while someone watches --------------
+
+    def on_frame(self, frame: np.ndarray, fr: FrameResult) -> None:
+        """After each inferred frame (inference thread): draw and encode it if an overlay is watched."""
+        if not self.overlay_watched.is_set():
+            return
+        region = self.config.inference.preprocess.crop
+        fps, _ = self._overlay_meter.rates(time.monotonic())
+        image = draw_overlay(frame, fr.results, fps=fps or None, region=region)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, OVERLAY_JPEG_QUALITY])
+        if not ok or self._loop is None:
+            return
+        data = jpeg.tobytes()
+        fps, bps = self._overlay_meter.add(time.monotonic(), len(data))
+        self._overlay_seq += 1
+        h, w = image.shape[:2]
+        record = encode_frame(CameraFrame(data, self._overlay_seq, fr.frame_ts, w, h, fps, bps))
+        self._loop.call_soon_threadsafe(self._offer_overlay, record)
+
+    def _offer_overlay(self, record: bytes) -> None:
+        self._overlay = record
+        self._overlay_ready.set()
+
+    def on_lease(self, payload: bytes | str) -> None:
+        try:
+            consumer, variant, ttl = parse_lease(payload)
+        except ValidationError as exc:
+            log.warning("device %s: lease ignored: %s", self.config.device, exc)
+            return
+        if variant == "overlay":
+            self.overlay_leases.renew(consumer, ttl, time.monotonic())
+            self._check_leases()
+
+    def _check_leases(self) -> None:
+        if self.overlay_leases.active(time.monotonic()):
+            if not self.overlay_watched.is_set():
+                log.info("device %s: overlay stream on", self.config.device)
+                self.overlay_watched.set()
+        elif self.overlay_watched.is_set():
+            log.info("device %s: nobody watches the overlay; stream off", self.config.device)
+            self.overlay_watched.clear()
+
+    async def _expire_leases(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self._check_leases()
+            if self.config.camera is not None and self.frames_received:
+                silent = time.monotonic() - self._last_frame
+                if silent > CAMERA_SILENCE_S and not self._silence_logged:
+                    log.warning("camera %s: no frame for %.0f s", self.config.camera, silent)
+                    self._silence_logged = True
+
+    async def _send_overlay(self, client: aiomqtt.Client) -> None:
+        topic = frame_topic(self.config.device, "overlay")
+        while True:
+            await self._overlay_ready.wait()
+            self._overlay_ready.clear()
+            record, self._overlay = self._overlay, None
+            if record is not None:
+                await client.publish(topic, record, qos=0)
+
+    async def _hold_camera(self, client: aiomqtt.Client) -> None:
+        """camera:// source: keep a lease on the camera's frames for as long as we run."""
+        assert self.config.camera is not None
+        consumer = f"inference-{os.getpid()}"
+        while True:
+            await client.publish(watch_topic(self.config.camera), lease_payload(consumer, "frame"), qos=0)
+            await asyncio.sleep(LEASE_RENEW_S)
+
+    def on_camera_frame(self, payload: bytes) -> None:
+        """A record from the camera (camera:// source): its JPEG into the slot, decoded when taken."""
+        try:
+            frame = decode_frame(payload)
+        except ValidationError as exc:
+            log.debug("camera %s: not a frame record: %s", self.config.camera, exc)
+            return
+        self.frames_received += 1
+        self._last_frame = time.monotonic()
+        if self._silence_logged:
+            log.info("camera %s: frames again", self.config.camera)
+            self._silence_logged = False
+        self.slot.put(frame.jpeg, frame.timestamp_ms)
 
     # Results, from the inference thread or the MQTT callback --------------------------------------------
 
@@ -637,14 +613,24 @@ class InferenceWorkload:
         self.on_result(FrameResult(results, now_ms(), time.perf_counter() - started))
 
     async def _mqtt(self) -> None:
-        topics: list[str] = []
         own = twin_update_topic(self.config.device)
+        watch = watch_topic(self.config.device)
+        camera = frame_topic(self.config.camera) if self.config.camera is not None else None
+        topics = [watch]
         if self.config.telemetry:
-            topics = [own]
+            topics.append(own)
+        if camera is not None:
+            topics.append(camera)
 
         def on_message(topic: str, payload: Any) -> None:
-            if topic == own and isinstance(payload, bytes | str):
+            if not isinstance(payload, bytes | str):
+                return
+            if topic == own:
                 self.on_readings(payload)
+            elif topic == watch:
+                self.on_lease(payload)
+            elif topic == camera and isinstance(payload, bytes):
+                self.on_camera_frame(payload)
 
         def on_connect() -> None:
             if self.state:  # the broker restarted: tell the device's state again
@@ -652,6 +638,9 @@ class InferenceWorkload:
                     state_topic(self.config.device), source_state_message(self.state, self.state_reason)
                 )
 
+        senders = [self._send_overlay]
+        if self.config.camera is not None:
+            senders.append(self._hold_camera)
         await mqtt_session(
             self.config.broker,
             f"fleetops-inference-{os.getpid()}",
@@ -659,6 +648,7 @@ class InferenceWorkload:
             self.outbox,
             on_message,
             on_connect=on_connect,
+            senders=senders,
         )
 
 

@@ -23,12 +23,10 @@ from app.inference import Pipeline, Result
 from cloudservice.history import parse_point, parse_window
 from edgeservice.workloads.adapter import EXIT_CONFIG, state_topic, twin_update_topic
 from edgeservice.workloads.aggregator import data_topic
+from edgeservice.workloads.capture import FrameSlot, FrameSource, SourceError
 from edgeservice.workloads.inference import (
     FrameResult,
-    FrameSlot,
-    FrameSource,
     InferenceWorkload,
-    SourceError,
     parse_config,
     readings_of,
 )
