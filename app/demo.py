@@ -95,6 +95,8 @@ async def run_demo(root: Path, *, check: bool) -> int:
         else:
             _say("Starting a Modbus pump and an OPC UA line (simulated), their adapters and Devices ...")
             helpers += await demo_devices.start_devices(cluster, root, plan[1])
+            _say("Starting line 2's camera (synthetic conveyor) and the defect classifier on its frames ...")
+            await demo_devices.start_camera(cluster, root, plan[1])
             await cluster.wait_until(
                 f"{demo_devices.DEVICES}/devices",
                 lambda lst: all(d.get("status", {}).get("state") == "online" for d in lst["items"]),
@@ -133,8 +135,17 @@ async def run_demo(root: Path, *, check: bool) -> int:
         _say("FleetOps demo is running.")
         _say(f"  kubeconfig:  {cluster.kubeconfig}")
         _say(f"  try:         kubectl --kubeconfig {cluster.kubeconfig} get nodes,pods -o wide")
+        _say(f"               fleetops tui --kubeconfig {cluster.kubeconfig}")
         if plan is not None:
             _say(f"               kubectl --kubeconfig {cluster.kubeconfig} get device pump-1 -o yaml")
+            _say(
+                f"               kubectl --kubeconfig {cluster.kubeconfig} get events --field-selector "
+                f"involvedObject.name={demo_devices.CAMERA}"
+            )
+            _say(
+                f"  camera:      kubectl --kubeconfig {cluster.kubeconfig} proxy, then open "
+                f"http://127.0.0.1:8001{demo_devices.DEVICES}/devices/{demo_devices.CAMERA}/stream?overlay=1"
+            )
         for name in NODES:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 url = json.loads((root / name / "endpoints.json").read_text())["localApi"]

@@ -1,6 +1,8 @@
 """The demo's devices: a Modbus pump on edge-1 and an OPC UA line on edge-2, each simulated, each read by an
 adapter pod, each a Device at the cloud whose desired values reach the (simulated) machine; an aggregator pod
-on each of those nodes sends 10 s summaries of the readings to the cloud's history.
+on each of those nodes sends 10 s summaries of the readings to the cloud's history. On edge-3, a camera over
+line 2's conveyor (the built-in synthetic one) with its camera pod, and an inference pod running the shipped
+defect classifier on the camera's frames: "defect detected on line 2" Events, and an overlay stream.
 
 Everything runs as the product runs it: ``fleetops sim`` processes stand in for the PLCs, ``fleetops broker``
 (mosquitto) or a broker already on 127.0.0.1:1883 carries MQTT, the adapters are pods scheduled by the
@@ -225,3 +227,92 @@ async def start_devices(cluster: LocalCluster, root: Path, broker_port: int) -> 
             workload(f"{node}-aggregator", "edgeservice.workloads.aggregator", node, config),
         )
     return sims
+
+
+CAMERA = "line2-camera"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def camera_objects() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The camera's DeviceModel and Device (640x480 at 15 fps, the synthetic conveyor)."""
+    model = {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "DeviceModel",
+        "metadata": {"name": "camera", "namespace": "default"},
+        "spec": {"protocol": "camera", "properties": []},
+    }
+    device = {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": CAMERA, "namespace": "default", "labels": {"line": "2"}},
+        "spec": {
+            "deviceModelRef": {"name": "camera"},
+            "nodeName": "edge-3",
+            "protocol": {
+                "protocolName": "camera",
+                "configData": {
+                    "url": "synthetic://conveyor?seed=7&defect_rate=0.2",
+                    "fps": 15,
+                    "width": 640,
+                    "height": 480,
+                    "jpegQuality": 80,
+                },
+            },
+        },
+    }
+    return model, device
+
+
+def inference_config(broker_port: int) -> dict[str, Any]:
+    """The shipped defect classifier on the camera's frames (assets/models/defect_classifier.md)."""
+    return {
+        "broker": f"mqtt://127.0.0.1:{broker_port}",
+        "device": CAMERA,
+        "source": f"camera://{CAMERA}",
+        "reportInterval": 5.0,
+        "inference": {
+            "model": str(REPO / "assets" / "models" / "defect_classifier.onnx"),
+            "task": "classification",
+            "preprocess": {
+                "crop": [288, 208, 64, 64],
+                "resize": [32, 32],
+                "interpolation": "area",
+                "color": "gray",
+                "scale": 1 / 255,
+                "layout": "flat",
+            },
+            "postprocess": {"output": "probabilities", "labels": ["ok", "defect", "empty"]},
+            "rules": [
+                {
+                    "label": "defect",
+                    "minScore": 0.8,
+                    "reason": "DefectDetected",
+                    "message": "defect detected on line 2",
+                    "type": "Warning",
+                    "cooldown": 2.0,
+                }
+            ],
+        },
+    }
+
+
+async def start_camera(cluster: LocalCluster, root: Path, broker_port: int) -> None:
+    """The camera Device on edge-3 with its camera pod and an inference pod on its frames."""
+    model, device = camera_objects()
+    await cluster.request("POST", f"{DEVICES}/devicemodels", model)
+    await cluster.request("POST", f"{DEVICES}/devices", device)
+    workloads = root / "adapters"
+    workloads.mkdir(exist_ok=True)
+    camera_config = workloads / "camera.json"
+    camera_config.write_text(json.dumps({"broker": f"mqtt://127.0.0.1:{broker_port}", "devices": [device]}))
+    inference = workloads / "inference.json"
+    inference.write_text(json.dumps(inference_config(broker_port)))
+    for name, module, config in (
+        ("line2-camera", "edgeservice.workloads.camera", camera_config),
+        ("line2-inference", "edgeservice.workloads.inference", inference),
+    ):
+        await cluster.request(
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            workload(name, module, "edge-3", config),
+        )
