@@ -135,7 +135,8 @@ async def run_demo(root: Path, *, check: bool) -> int:
         _say("FleetOps demo is running.")
         _say(f"  kubeconfig:  {cluster.kubeconfig}")
         _say(f"  try:         kubectl --kubeconfig {cluster.kubeconfig} get nodes,pods -o wide")
-        _say(f"               fleetops tui --kubeconfig {cluster.kubeconfig}")
+        fleetops = Path(sys.executable).with_name("fleetops")
+        _say(f"               {fleetops} tui --kubeconfig {cluster.kubeconfig}")
         if plan is not None:
             _say(f"               kubectl --kubeconfig {cluster.kubeconfig} get device pump-1 -o yaml")
             _say(

@@ -11,8 +11,9 @@ The header shows the source and its link state (connected / reconnecting / unrea
 a transition to trouble is also a notification. Attached to an edge, a banner says when the edge reports
 that its cloud is unreachable. ``readonly`` hides every write key here and on the pod screen.
 
-The device, deploy and rollout screens live in ``tui.device``, ``tui.deploy`` and ``tui.rollout``; they are
-imported when first used, and need the cloud's client (not available with ``--edge``).
+The device, camera, deploy and rollout screens live in ``tui.device``, ``tui.camera``, ``tui.deploy`` and
+``tui.rollout``; they are imported when first used, and need the cloud's client (not available with
+``--edge``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from app.camera import is_camera
 from app.client import ClientError
 from app.resources import JSONObject
 from tui.data import (
@@ -93,6 +95,13 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("r", "restart (delete; its Deployment recreates it; at the edge: local restart)"),
             ("ctrl+d", "delete, after confirmation"),
             ("esc", "back"),
+        ],
+    ),
+    (
+        "Device",
+        [
+            ("e", "edit a desired value (checked against the model's type and range)"),
+            ("enter on a camera", "live picture in the terminal; o: inference overlay on/off"),
         ],
     ),
     ("Anywhere", [("?", "this help"), ("ctrl+q", "quit")]),
@@ -472,6 +481,10 @@ class FleetApp(App[None]):
             self.go("pods", deployment_scope(row.raw))
         elif kind == "pods":
             self.open_pod(row.raw)
+        elif kind == "devices" and is_camera(row.raw):
+            self._open_screen(
+                "tui.camera", "CameraScreen", row.namespace, row.name, what=f"camera {row.name}"
+            )
         elif kind == "devices":
             self._open_screen(
                 "tui.device", "DeviceScreen", row.namespace, row.name, what=f"device {row.name}"
