@@ -160,6 +160,8 @@ def workload(name: str, module: str, node: str, config: Path) -> dict[str, Any]:
                             "name": name.rsplit("-", 1)[-1],
                             "image": f"fleetops/{name}:0.1",
                             "command": [sys.executable, "-m", module, "--config", str(config)],
+                            # A workload that exits on a bad config says why in its status.
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
                         }
                     ],
                 },

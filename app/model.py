@@ -26,11 +26,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from app.errors import ValidationError
 
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
+TerminationMessagePolicy = Literal["File", "FallbackToLogsOnError"]
 RESTART_POLICIES: tuple[RestartPolicy, ...] = ("Always", "OnFailure", "Never")
 
 # Kubernetes' own limits: a DNS-1123 label is at most 63 characters, an IANA service name (a named port)
@@ -208,6 +209,9 @@ class Container:
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     startup_probe: Probe | None = None
+    # FallbackToLogsOnError: a failed run's status message is the end of its log (File, the default,
+    # reads a file the container wrote, which a process on the host has no /dev/termination-log for).
+    termination_message_policy: TerminationMessagePolicy = "File"
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,7 +737,18 @@ def _parse_container(value: Any, path: str, *, init: bool, volumes: Mapping[str,
         liveness_probe=probes["livenessProbe"],
         readiness_probe=probes["readinessProbe"],
         startup_probe=probes["startupProbe"],
+        termination_message_policy=_termination_policy(raw, path),
     )
+
+
+def _termination_policy(raw: Mapping[str, Any], path: str) -> TerminationMessagePolicy:
+    value = raw.get("terminationMessagePolicy") or "File"
+    if value not in ("File", "FallbackToLogsOnError"):
+        raise ValidationError(
+            f"{path}.terminationMessagePolicy",
+            f'Unsupported value: "{value}": supported values: "File", "FallbackToLogsOnError"',
+        )
+    return cast("TerminationMessagePolicy", value)
 
 
 def parse_pod_spec(spec: Any, field: str = "spec") -> PodSpec:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -58,6 +59,7 @@ from app.model import (
     parse_pod_spec,
 )
 from edgeservice.edged import reconcile
+from edgeservice.edged.logs import LogOptions, read_log
 from edgeservice.edged.probes import ProbeState, probe_step, run_probe
 from edgeservice.edged.reconcile import ContainerPhase, ContainerView, ExitInfo, JSONObject
 from edgeservice.edged.runtime import (
@@ -88,6 +90,9 @@ _SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # How often a volume that could not be prepared (a hostPath not there yet...) is tried again; objects
 # that arrive through config_changed are picked up at once.
 _VOLUME_RETRY_SECONDS = 5.0
+# What FallbackToLogsOnError keeps of a failed run's log for its status message (Kubernetes' figures).
+TERMINATION_LOG_LINES = 80
+TERMINATION_LOG_BYTES = 2048
 
 
 # (pod, type, reason, message): what a kubelet records as Events (Started, Killing, BackOff, Unhealthy...).
@@ -721,8 +726,29 @@ class Edged:
     async def _wait_exit(self, pod: _Pod, rec: _Container, proc: ContainerProcess) -> None:
         status = await self.runtime.wait(proc)
         if rec.proc is proc:
-            self._on_exit(pod, rec, self._exit_info(status, proc))
+            info = self._exit_info(status, proc)
+            desired = self._desired(pod, rec.name)
+            if (
+                info.exit_code != 0
+                and not info.message
+                and desired is not None
+                and desired.termination_message_policy == "FallbackToLogsOnError"
+            ):
+                tail = await asyncio.to_thread(self._log_tail, rec)
+                info = dataclasses.replace(info, message=tail)
+            self._on_exit(pod, rec, info)
             self._wake.set()
+
+    def _log_tail(self, rec: _Container) -> str:
+        """The end of a failed run's log, as Kubernetes' FallbackToLogsOnError takes it: the last 80 lines,
+        at most 2 KiB."""
+        path = self.runtime.log_path(rec.directory, rec.name)
+        try:
+            options = LogOptions(tail_lines=TERMINATION_LOG_LINES, limit_bytes=TERMINATION_LOG_BYTES * 4)
+            text = b"".join(read_log(path, options)).decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return text[-TERMINATION_LOG_BYTES:].rstrip("\n")
 
     @staticmethod
     def _exit_info(status: ExitStatus, proc: ContainerProcess | None) -> ExitInfo:

@@ -212,6 +212,27 @@ async def test_crashing_container_goes_to_crash_loop_back_off(edged: Edged, sink
     assert counts == sorted(counts)
 
 
+@pytest.mark.parametrize("policy", ["FallbackToLogsOnError", "File"])
+async def test_a_failed_run_says_why_in_its_status_with_fallback_to_logs(
+    edged: Edged, sink: Sink, policy: str
+) -> None:
+    script = (
+        "for i in $(seq 1 100); do echo line $i; done; echo 'bad config: model.onnx is not ONNX' >&2; exit 2"
+    )
+    edged.upsert(
+        pod("u9", container("c", "sh", "-c", script, terminationMessagePolicy=policy), restartPolicy="Never")
+    )
+    status = await sink.wait_status("u9", lambda s: s.get("phase") == "Failed")
+    terminated = cstatus(status)["state"]["terminated"]
+    assert terminated["exitCode"] == 2
+    if policy == "File":  # the default: no file to read for a process on the host, so no message
+        assert "message" not in terminated
+        return
+    message = terminated["message"]
+    assert message.endswith("bad config: model.onnx is not ONNX")
+    assert "line 100" in message and "line 20\n" not in message  # the last 80 lines only
+
+
 @pytest.mark.parametrize(
     ("policy", "script", "phase", "restarts", "code"),
     [
