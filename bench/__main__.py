@@ -20,6 +20,7 @@ ALL = [
     "camera_stream",
     "inference",
     "tui_filter",
+    "tui_start",
 ]
 
 
