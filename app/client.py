@@ -900,6 +900,10 @@ class AsyncClient:
         path = self._object_path(PODS, name, namespace, "log")
         return LineStream(self, path, params, accept="text/plain, */*")
 
+    async def node_metrics(self) -> JSONObject:
+        """``kubectl top nodes``' source: the metrics.k8s.io NodeMetricsList (usage per node)."""
+        return _obj(await self._request("GET", "/apis/metrics.k8s.io/v1beta1/nodes"))
+
     def camera_frames(self, name: str, namespace: str = "", *, overlay: bool = False) -> CameraStream:
         """A camera Device's live frames (``.../devices/{name}/stream``, WebSocket); with ``overlay`` the
         inference workload's frames with its results drawn on them."""

@@ -8,15 +8,17 @@ or malformed field becomes an empty/zero/``Unknown`` value, because a table row 
 server sent. ``.raw`` keeps the JSON the view was built from, for detail panes and YAML views.
 
 The derived fields follow what ``kubectl get`` shows (READY, STATUS, RESTARTS, AGE), so an operator sees
-the same words in the TUI as on the command line. Deliberately not done: quantities are kept as the
-strings the server sent ("8Gi", "4"), not parsed, and a pod's STATUS covers the common cases (waiting /
-terminated reasons, Terminating) rather than every rule kubectl's printer has (init containers, readiness
-gates).
+the same words in the TUI as on the command line. Quantities are kept as the strings the server sent
+("8Gi", "4"); :func:`parse_quantity` and :func:`format_bytes` turn them into numbers and back where a
+table computes with them (a node's %CPU). Deliberately not done: a pod's STATUS covers the common cases
+(waiting / terminated reasons, Terminating) rather than every rule kubectl's printer has (init
+containers, readiness gates).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +26,56 @@ from typing import Any, Literal
 from app.resources import JSONObject, parse_rfc3339
 
 NodeReadiness = Literal["Ready", "NotReady", "Unknown"]
+
+# Kubernetes quantity suffixes (resource.Quantity): decimal SI and binary, as multipliers.
+_SUFFIXES: Mapping[str, float] = {
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+_QUANTITY = re.compile(
+    r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)"  # the number
+    r"(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$"  # then an exponent, or a suffix
+)
+
+
+def parse_quantity(value: object) -> float | None:
+    """A Kubernetes quantity ("250m", "8056928Ki", "4", "1e3") as a number; None when it is not one."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    m = _QUANTITY.match(value.strip())
+    if m is None:
+        return None
+    number, exponent, suffix = m.groups()
+    if exponent:
+        return float(number + exponent)
+    return float(number) * _SUFFIXES[suffix or ""]
+
+
+def format_bytes(n: float) -> str:
+    """Bytes the way kubectl top prints memory, in binary units: ``512Mi``, ``7.7Gi``."""
+    for unit, size in (("Ti", 2.0**40), ("Gi", 2.0**30), ("Mi", 2.0**20), ("Ki", 2.0**10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+    return f"{n:.0f}"
+
+
 ContainerStateName = Literal["running", "waiting", "terminated", "unknown"]
 
 

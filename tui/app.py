@@ -18,6 +18,7 @@ The device, camera, deploy and rollout screens live in ``tui.device``, ``tui.cam
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import logging
@@ -44,6 +45,8 @@ from tui.data import (
     Filter,
     FilterError,
     Kind,
+    NodeUsage,
+    PerNode,
     Row,
     Scope,
     Source,
@@ -62,6 +65,7 @@ from tui.views import HelpScreen, ResourceTable
 logger = logging.getLogger(__name__)
 
 TICK = 0.1  # seconds between checks for new data (10 Hz: events are coalesced per tick)
+USAGE_POLL = 10.0  # seconds between node usage reads (the edges send usage with their heartbeat)
 FREEZE_ABOVE = 20_000  # objects held before the GC is told to leave them alone (see _freeze_after_load)
 
 HELP: list[tuple[str, list[tuple[str, str]]]] = [
@@ -192,6 +196,8 @@ class FleetApp(App[None]):
         self._frozen_at = 0
         self._base_cache: tuple[tuple[Any, ...], Sequence[Row]] | None = None
         self._corpus: Corpus | None = None
+        self.node_usage: dict[str, NodeUsage] = {}
+        self._usage_generation = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -202,6 +208,7 @@ class FleetApp(App[None]):
     def _started(self) -> None:
         for kind in KINDS:
             self.run_worker(self._feed(kind), name=f"feed-{kind}", group="feeds", exit_on_error=False)
+        self.run_worker(self._poll_usage(), name="usage", group="feeds", exit_on_error=False)
         self.set_interval(TICK, self._tick)
         self._show_view()
         if self.apply_path is not None:
@@ -221,6 +228,16 @@ class FleetApp(App[None]):
             self.notify(f"{kind}: {describe_error(exc)}", title="watch failed", severity="error", timeout=10)
         finally:
             await stream.aclose()
+
+    async def _poll_usage(self) -> None:
+        """Node usage for %CPU / %MEM, every USAGE_POLL seconds (the edges report it with their heartbeat,
+        so polling faster shows nothing new)."""
+        while True:
+            usage = await self.source.node_usage()
+            if usage != self.node_usage:
+                self.node_usage = usage
+                self._usage_generation += 1
+            await asyncio.sleep(USAGE_POLL)
 
     # -- widgets -------------------------------------------------------------------------------------
 
@@ -245,7 +262,11 @@ class FleetApp(App[None]):
             return
         kind = self.state.kind
         store = self.stores[kind]
-        marker = (kind, store.generation, self.stores["pods"].generation if kind == "nodes" else 0)
+        marker = (
+            kind,
+            store.generation,
+            (self.stores["pods"].generation, self._usage_generation) if kind == "nodes" else 0,
+        )
         if marker != self._shown[:3]:
             self._refresh_rows()
         now = self.clock().timestamp()
@@ -307,7 +328,7 @@ class FleetApp(App[None]):
         else:
             rows = filter_rows(base, self.filter, self._typing_corpus(base))
         if kind == "nodes":
-            table.pods_per_node = self.stores["pods"].pods_per_node()
+            table.per_node = PerNode(self.stores["pods"].pods_per_node(), self.node_usage)
         table.placeholder = "" if store.loaded else "loading…"
         table.set_rows(rows, keep=keep)
         self._shown = (*self._marker(), self.filter)

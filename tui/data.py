@@ -46,6 +46,7 @@ from app.client import (
     format_age,
     node_view,
 )
+from app.clientmodels import format_bytes, parse_quantity
 from app.errors import FleetOpsError
 from app.resources import DEPLOYMENTS, DEVICES, EVENTS, NODES, PODS, JSONObject, ResourceType, parse_rfc3339
 
@@ -104,13 +105,14 @@ def utcnow() -> dt.datetime:
 # -- rows -------------------------------------------------------------------------------------------------
 
 
-ColumnKind = Literal["text", "age", "pods"]
+ColumnKind = Literal["text", "age", "pods", "cpu%", "mem%"]
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
     """A table column. ``age`` columns show ``Row.times[time_index]`` relative to the clock; ``pods``
-    shows how many pods run on the row's node (derived at render time from the pods store)."""
+    shows how many pods run on the row's node (derived at render time from the pods store); ``cpu%`` and
+    ``mem%`` the node's usage (metrics.k8s.io, polled) as a share of what it can allocate."""
 
     title: str
     kind: ColumnKind = "text"
@@ -224,12 +226,22 @@ def _roles(labels: Mapping[str, str]) -> str:
     return ",".join(roles) or "<none>"
 
 
+# Labels every node carries, left out of the LABELS column (the ROLES column shows the roles).
+_PLAIN_LABEL_PREFIXES = ("node-role.kubernetes.io/", "kubernetes.io/", "beta.kubernetes.io/")
+
+
+def _own_labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if not k.startswith(_PLAIN_LABEL_PREFIXES))
+
+
 def project_node(obj: JSONObject) -> Row:
     v = node_view(obj)
     version = str(_d(_d(obj.get("status")).get("nodeInfo")).get("kubeletVersion") or "")
+    memory = parse_quantity(v.memory)
+    mem = format_bytes(memory) if memory is not None else v.memory
     return _row(
         ("", v.name),
-        (v.name, v.status, _roles(v.labels), "", version, "", "", v.cpu, v.memory),
+        (v.name, v.status, _roles(v.labels), "", version, "", "", v.cpu, "", mem, "", _own_labels(v.labels)),
         (v.created, v.last_heartbeat),
         v.labels,
         node=v.name,
@@ -345,7 +357,10 @@ VIEWS: dict[Kind, ViewSpec] = {
             Column("PODS", "pods"),
             Column("HEARTBEAT", "age", 1),
             Column("CPU", max_width=8),
-            Column("MEM", max_width=14),
+            Column("%CPU", "cpu%"),
+            Column("MEM", max_width=10),
+            Column("%MEM", "mem%"),
+            Column("LABELS", max_width=60),
         ),
         project_node,
     ),
@@ -409,16 +424,57 @@ VIEWS: dict[Kind, ViewSpec] = {
 }
 
 
-def cell_text(
-    column: Column, row: Row, index: int, now: dt.datetime, pods_per_node: Mapping[str, int]
-) -> str:
-    """What a cell shows: text cells as projected, ages against ``now``, pod counts per node."""
+@dataclass(frozen=True, slots=True)
+class NodeUsage:
+    """What a node uses now (metrics.k8s.io): CPU in cores, memory in bytes."""
+
+    cpu: float
+    memory: float
+
+
+@dataclass(slots=True)
+class PerNode:
+    """Figures a node row shows that live elsewhere: its pods (the pods store) and its usage (polled)."""
+
+    pods: Mapping[str, int] = field(default_factory=dict)
+    usage: Mapping[str, NodeUsage] = field(default_factory=dict)
+
+
+def _share(used: float | None, raw: JSONObject, key: str) -> str:
+    status = _d(raw.get("status"))
+    total = parse_quantity(_d(status.get("allocatable")).get(key)) or parse_quantity(
+        _d(status.get("capacity")).get(key)
+    )
+    if used is None or not total:
+        return "n/a"
+    return f"{100 * used / total:.0f}%"
+
+
+def cell_text(column: Column, row: Row, index: int, now: dt.datetime, per_node: PerNode) -> str:
+    """What a cell shows: text cells as projected, ages against ``now``, pod counts and usage per node."""
     if column.kind == "age":
         when = row.times[column.time_index] if column.time_index < len(row.times) else None
         return "<unknown>" if when is None else format_age(now - when)
     if column.kind == "pods":
-        return str(pods_per_node.get(row.name, 0))
+        return str(per_node.pods.get(row.name, 0))
+    if column.kind in ("cpu%", "mem%"):
+        usage = per_node.usage.get(row.name)
+        if column.kind == "cpu%":
+            return _share(usage.cpu if usage else None, row.raw, "cpu")
+        return _share(usage.memory if usage else None, row.raw, "memory")
     return row.cells[index]
+
+
+def parse_node_metrics(doc: JSONObject) -> dict[str, NodeUsage]:
+    """A metrics.k8s.io NodeMetricsList as usage by node name; malformed items are left out."""
+    out: dict[str, NodeUsage] = {}
+    for item in _l(doc.get("items")):
+        name = _d(_d(item).get("metadata")).get("name")
+        usage = _d(_d(item).get("usage"))
+        cpu, memory = parse_quantity(usage.get("cpu")), parse_quantity(usage.get("memory"))
+        if isinstance(name, str) and cpu is not None and memory is not None:
+            out[name] = NodeUsage(cpu, memory)
+    return out
 
 
 # -- stores -----------------------------------------------------------------------------------------------
@@ -807,6 +863,8 @@ class Source(Protocol):
 
     def events(self, kind: Kind) -> EventStream: ...
 
+    async def node_usage(self) -> dict[str, NodeUsage]: ...
+
     def connection(self) -> Connection: ...
 
     def logs(self, namespace: str, name: str, *, container: str | None, timestamps: bool) -> LineSource: ...
@@ -845,6 +903,15 @@ class CloudSource:
         r = self.client.list_watch(RESOURCES[kind])
         self._reflectors[kind] = r
         return _FailureTracking(r, self)
+
+    async def node_usage(self) -> dict[str, NodeUsage]:
+        """The nodes' usage from the metrics API (``kubectl top nodes``); empty when it is not served."""
+        try:
+            doc = await self.client.node_metrics()
+        except ClientError as exc:
+            logger.debug("node metrics unavailable: %s", exc)
+            return {}
+        return parse_node_metrics(doc)
 
     def connection(self) -> Connection:
         if self._failed is not None:
@@ -917,11 +984,13 @@ class StaticSource:
         description: str = "static",
         connection: Connection | None = None,
         logs: Sequence[str] = (),
+        usage: Mapping[str, NodeUsage] | None = None,
     ) -> None:
         self.description = description
         self.objects = {k: list(objects.get(k, ())) for k in KINDS}
         self.state = connection or Connection("connected")
         self.log_lines = list(logs)
+        self.usage = dict(usage or {})
         self.actions: list[str] = []
         self._queues: dict[Kind, asyncio.Queue[WatchEvent]] = {}
 
@@ -933,6 +1002,9 @@ class StaticSource:
 
     def push(self, kind: Kind, ev: WatchEvent) -> None:
         self._queues[kind].put_nowait(ev)
+
+    async def node_usage(self) -> dict[str, NodeUsage]:
+        return dict(self.usage)
 
     def connection(self) -> Connection:
         return self.state

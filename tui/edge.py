@@ -21,7 +21,7 @@ import aiohttp
 
 from app.client import ApiError, AsyncClient, ClientError, ConnectionFailed, LineStream, NotFound, WatchEvent
 from app.resources import JSONObject
-from tui.data import RESOURCES, Connection, Kind, NotSupported, describe_error
+from tui.data import RESOURCES, Connection, Kind, NodeUsage, NotSupported, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ class EdgeSource:
             item.setdefault("apiVersion", rt.api_version)
             item.setdefault("kind", rt.kind)
         return out
+
+    async def node_usage(self) -> dict[str, NodeUsage]:
+        """The local API serves no metrics.k8s.io: usage is the cloud's view (``kubectl top``)."""
+        return {}
 
     def connection(self) -> Connection:
         return self._state

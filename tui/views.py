@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -29,7 +29,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Button, Label, Static
 
-from tui.data import Column, Row, cell_text, utcnow
+from tui.data import Column, PerNode, Row, cell_text, utcnow
 
 GAP = 2  # spaces between columns, as kubectl
 _AGE_WIDTH = 9  # "<unknown>"
@@ -89,7 +89,7 @@ class ResourceTable(ScrollView, can_focus=True):
         self.hidden: frozenset[int] = frozenset()
         self.rows: Sequence[Row] = ()
         self.cursor = 0
-        self.pods_per_node: Mapping[str, int] = {}
+        self.per_node = PerNode()
         self.placeholder = ""
         self._widths: list[int] = []
         self._frame_now = clock()
@@ -176,7 +176,7 @@ class ResourceTable(ScrollView, can_focus=True):
         for i, col in enumerate(self.columns):
             if col.kind == "age":
                 continue
-            need = max(len(cell_text(col, r, i, now, self.pods_per_node)) for r in shown)
+            need = max(len(cell_text(col, r, i, now, self.per_node)) for r in shown)
             need = min(need, col.max_width)
             if need > self._widths[i]:
                 self._widths[i] = need
@@ -199,7 +199,7 @@ class ResourceTable(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         row = self.rows[index]
         now = self._frame_now
-        text = self._line([cell_text(c, row, i, now, self.pods_per_node) for i, c in enumerate(self.columns)])
+        text = self._line([cell_text(c, row, i, now, self.per_node) for i, c in enumerate(self.columns)])
         style = styles["cursor"] if index == self.cursor else styles.get(row.tone, styles[""])
         return Strip([Segment(text, style)]).crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 

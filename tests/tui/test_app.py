@@ -8,6 +8,7 @@ import pytest
 from textual.widgets import Input, RichLog, Static
 
 from app.client import AsyncClient, WatchEvent
+from app.clientmodels import format_bytes, parse_quantity
 from app.launcher import LocalCluster
 from tui.app import FleetApp
 from tui.data import (
@@ -16,11 +17,16 @@ from tui.data import (
     Corpus,
     Filter,
     FilterError,
+    NodeUsage,
+    PerNode,
     StaticSource,
     Store,
+    cell_text,
     filter_rows,
     parse_filter,
+    parse_node_metrics,
     parse_selector,
+    project_node,
     project_pod,
     twin_summary,
     visible_rows,
@@ -29,7 +35,7 @@ from tui.edge import EdgeSource
 from tui.pod import PodScreen, describe_pod
 from tui.views import ConfirmScreen, HelpScreen
 
-from .conftest import deployment, device, edge_url, fixed_clock, fixed_objects, pod, until
+from .conftest import NOW, deployment, device, edge_url, fixed_clock, fixed_objects, node, pod, until
 
 SIZE = (160, 48)
 
@@ -393,3 +399,56 @@ async def test_live_device_deploy_and_rollout_screens_open(live: LocalCluster) -
         await until(lambda: app.screen is app.list_screen, pilot, what="back to the list")
         await pilot.press("a")
         assert type(app.screen).__name__ == "DeployScreen"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("250m", 0.25),
+        ("4", 4.0),
+        ("8056928Ki", 8056928 * 1024.0),
+        ("1.5Gi", 1.5 * 2**30),
+        ("1e3", 1000.0),
+        ("100n", 1e-7),
+        ("2M", 2e6),
+        (".5", 0.5),
+        ("12x", None),
+        ("", None),
+        ("Gi", None),
+        (None, None),
+        (True, None),
+    ],
+)
+def test_quantities(text: object, value: float | None) -> None:
+    assert parse_quantity(text) == (pytest.approx(value) if value is not None else None)
+
+
+def test_bytes_as_kubectl_prints_them() -> None:
+    assert [format_bytes(n) for n in (512, 3 * 2**20, 7.7 * 2**30, 20 * 2**30)] == [
+        "512",
+        "3.0Mi",
+        "7.7Gi",
+        "20Gi",
+    ]
+
+
+def test_node_usage_shows_as_a_share_of_allocatable() -> None:
+    node_obj = node("edge-a")
+    node_obj["status"]["allocatable"] = {"cpu": "2", "memory": "4Gi"}
+    usage = parse_node_metrics(
+        {
+            "items": [
+                {"metadata": {"name": "edge-a"}, "usage": {"cpu": "500m", "memory": "1Gi"}},
+                {"metadata": {"name": "bad"}, "usage": {"cpu": "lots"}},
+                "junk",
+            ]
+        }
+    )
+    assert usage == {"edge-a": NodeUsage(0.5, 2.0**30)}
+    row = project_node(node_obj)
+    spec = VIEWS["nodes"]
+    cells = {
+        c.title: cell_text(c, row, i, NOW, PerNode({"edge-a": 3}, usage)) for i, c in enumerate(spec.columns)
+    }
+    assert (cells["%CPU"], cells["%MEM"], cells["PODS"], cells["MEM"]) == ("25%", "25%", "3", "7.7Gi")
+    assert cell_text(spec.columns[8], row, 8, NOW, PerNode()) == "n/a"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tui.app import FleetApp
-from tui.data import Connection, Kind, StaticSource
+from tui.data import Connection, Kind, NodeUsage, StaticSource
 
 from .conftest import fixed_clock, fixed_objects, until
 
@@ -24,6 +24,7 @@ def make_app(view: Kind, *, edge: bool = False, readonly: bool = False) -> Fleet
         description="https://cloud.example:6443",
         connection=Connection("connected", cloud_connected=False if edge else None),
         logs=["tick 0", "tick 1"],
+        usage={"edge-a": NodeUsage(1.5, 3 * 2**30), "edge-b": NodeUsage(0.25, 512 * 2**20)},
     )
     if edge:
         source.edge = True
@@ -33,7 +34,9 @@ def make_app(view: Kind, *, edge: bool = False, readonly: bool = False) -> Fleet
 
 def loaded(app: FleetApp) -> Any:
     async def run_before(pilot: Any) -> None:
-        await until(lambda: all(s.loaded for s in app.stores.values()) and app.shown_rows, pilot)
+        await until(
+            lambda: all(s.loaded for s in app.stores.values()) and app.shown_rows and app.node_usage, pilot
+        )
         await pilot.pause()
 
     return run_before
