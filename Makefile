@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-quick lint fmt bench clean
+.PHONY: install system-deps demo test test-quick lint fmt bench models clean
 
 install: $(STAMP) system-deps
 
@@ -43,6 +43,10 @@ fmt: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Retrain the shipped models from generated data and rewrite their cards (deterministic: same seeds).
+models: install
+	$(BIN)/python scripts/train_models.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

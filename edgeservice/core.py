@@ -34,17 +34,17 @@ from app.model import ConfigKind
 from app.resources import PODS, JSONObject, tunnel_resource
 from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, FrameRejected, Replied, hello
 from app.tunnelio import ChannelRunner
-from edgeservice.camerastream import CameraStreamProducer
 from edgeservice.edged import Edged
 from edgeservice.localapi import LocalApi, LocalApiError
 from edgeservice.metamanager import CacheError, Change, MetaManager
 from edgeservice.nodeinfo import default_labels, host_ip, node_status
 from edgeservice.podexec import PodExecProducer
 from edgeservice.podlogs import PodLogProducer
-from edgeservice.streams import EdgeStreams
+from edgeservice.streams import EdgeStreams, StreamSink
 from edgeservice.usage import UsageSampler
 
 if TYPE_CHECKING:
+    from edgeservice.camerastream import CameraStreamProducer
     from edgeservice.devicetwin import DeviceTwin
     from edgeservice.metrics import EdgeMetrics
 
@@ -104,13 +104,14 @@ class EdgeCore:
             {
                 "podlog": PodLogProducer(self.meta, self.edged, self.node),
                 "podexec": PodExecProducer(self.meta, self.edged, self.node),
-                "camera": CameraStreamProducer(self.meta, self.node, self._broker_url),
+                "camera": self._camera_stream,
             },
         )
         self.connected = asyncio.Event()
         self._metrics: EdgeMetrics | None = None
         # Made with the first device (see _twin): an edge without devices carries none of its imports.
         self.devicetwin: DeviceTwin | None = None
+        self._cameras: CameraStreamProducer | None = None
         self._tg: asyncio.TaskGroup | None = None
         self.usage = UsageSampler(self.edged, lambda: self.meta.objects("pod"))
         self.local_api: LocalApi | None = None
@@ -244,6 +245,17 @@ class EdgeCore:
         m = pod.get("metadata", {})
         key = tunnel_resource(PODS, str(m.get("namespace", "")), str(m.get("name", "")))
         self._emit(Message("delete", key, {"uid": m.get("uid")}, source=self.node))
+
+    async def _camera_stream(
+        self, namespace: str, name: str, params: JSONObject, sink: StreamSink, msg: Message
+    ) -> None:
+        """The camera stream producer, imported with the first stream (an edge nobody watches, or one
+        with no camera, carries none of it)."""
+        if self._cameras is None:
+            from edgeservice.camerastream import CameraStreamProducer
+
+            self._cameras = CameraStreamProducer(self.meta, self.node, self._broker_url)
+        await self._cameras(namespace, name, params, sink, msg)
 
     async def _broker_url(self) -> str | None:
         """The MQTT broker the node's devices use (camera streams read it); None without devices. The bus
