@@ -1,9 +1,37 @@
-"""``fleetops gui``: the control-room GUI (registered as an entry point). Qt is imported in ``run`` only."""
+"""``fleetops gui``: the control-room GUI (registered as an entry point). Qt is imported in ``run`` only,
+so ``fleetops --help`` and the other subcommands never load it.
+
+Where to connect, in order: ``--server`` (with ``--token``, ``--certificate-authority`` or
+``--insecure-skip-tls-verify``), ``--kubeconfig`` (with ``--context``), else the server used last
+(remembered in QSettings, without its token), else the default kubeconfig as kubectl finds it
+(``$KUBECONFIG``'s first file, ``~/.kube/config``). A server that cannot be reached does not stop the
+window from opening: the banner says why, and the watches keep retrying.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gui.target import Target
+
+
+def target_from_args(args: argparse.Namespace, last: Target | None) -> Target:
+    """The :class:`Target` the arguments name (``last``: the server used last, from the settings)."""
+    from gui.target import Target
+
+    if args.server:
+        return Target(
+            server=args.server,
+            token=args.token,
+            ca_file=args.certificate_authority,
+            insecure=args.insecure_skip_tls_verify,
+        )
+    if args.kubeconfig or args.context:
+        return Target(kubeconfig=args.kubeconfig or "", context=args.context)
+    return last or Target()
 
 
 class GuiCommand:
@@ -14,11 +42,40 @@ class GuiCommand:
         where = parser.add_mutually_exclusive_group()
         where.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: as kubectl)")
         where.add_argument("--server", default=None, help="API server URL (with --token)")
+        parser.add_argument("--context", default=None, help="kubeconfig context (default: current)")
         parser.add_argument("--token", default="", help="bearer token for --server")
+        parser.add_argument("--certificate-authority", default=None, help="CA file for --server")
+        parser.add_argument(
+            "--insecure-skip-tls-verify", action="store_true", help="do not verify --server's certificate"
+        )
+        parser.add_argument(
+            "--page",
+            default=None,
+            help="first page: overview, nodes, pods, deploy, devices, events, cameras, apply (default: last)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
-        sys.stderr.write("fleetops gui: not built yet\n")
-        return 2
+        from PySide6.QtWidgets import QApplication
+
+        from gui.bridge import AsyncBridge
+        from gui.settings import APPLICATION, ORGANIZATION, Settings
+        from gui.window import MainWindow
+
+        app = QApplication.instance() or QApplication(sys.argv[:1])
+        app.setOrganizationName(ORGANIZATION)
+        app.setApplicationName(APPLICATION)
+        settings = Settings()
+        target = target_from_args(args, settings.last_server())
+        bridge = AsyncBridge()
+        bridge.start()
+        try:
+            window = MainWindow(bridge, settings, target=target)
+            if args.page:
+                window.show_page(args.page)
+            window.show()
+            return int(app.exec())
+        finally:
+            bridge.stop()
 
 
 gui_command = GuiCommand()
