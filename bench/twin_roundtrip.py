@@ -3,7 +3,8 @@
 Real processes and a real broker: `fleetops cloud`, `fleetops edge --mqtt` with a mosquitto configured as
 the edge's own (``set_tcp_nodelay true``: with the stock config, Nagle + delayed ACK add ~40 ms at each
 broker hop, and this benchmark measures ~65 ms instead), the Modbus adapter as a pod, and the pymodbus pump
-simulator (in this process). Each of 200 writes PATCHes the Device's desired setpoint and stops the clock
+simulator (in this process). Each of 200 writes PATCHes the Device's desired setpoint (``app.client``, over
+one kept-alive HTTPS connection, as the TUI and GUI do) and stops the clock
 when a watch event on the Device shows that value *reported* (adapter wrote it, read it back, MQTT,
 DeviceTwin, outbox, tunnel, store, watch). Targets: p50 <= 20 ms, p99 <= 50 ms. Baseline in the same run:
 a bare Modbus write + read-back of the same register.
@@ -22,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 from pymodbus.client import AsyncModbusTcpClient
 
+from app.client import AsyncClient
 from app.launcher import LocalCluster
+from app.resources import DEVICES as DEVICES_RT
 from bench.common import summary, table
 from edgeservice.broker import EmbeddedBroker, parse_url
 from edgeservice.sim.modbus import HR_SPEED_SETPOINT, ModbusPumpSimulator
@@ -117,6 +121,7 @@ async def run() -> dict[str, Any]:
 async def _run(mqtt: tuple[str, int]) -> dict[str, Any]:
     global MQTT
     MQTT = mqtt
+    legs: list[tuple[float, float, float, float]] = []
     sim = ModbusPumpSimulator(port=0)
     sim.model.set_speed_setpoint(0)
     await sim.start()
@@ -129,7 +134,7 @@ async def _run(mqtt: tuple[str, int]) -> dict[str, Any]:
                 await cluster.start_edge("edge-1", None, "--mqtt", f"tcp://{MQTT[0]}:{MQTT[1]}")
                 await cluster.wait_ready_nodes(["edge-1"])
                 assert cluster._ssl is not None
-                samples = await _measure(cluster, cluster._ssl, sim.port, Path(d))
+                samples = await _measure(cluster, cluster._ssl, sim.port, Path(d), legs)
             finally:
                 await cluster.stop()
     finally:
@@ -142,10 +147,24 @@ async def _run(mqtt: tuple[str, int]) -> dict[str, Any]:
             ("bare Modbus write+read p50 (ms)", f"{b['p50'] * 1000:.2f}", "baseline"),
         ]
     )
-    return {"writes": len(samples), "roundtrip_s": s, "bare_modbus_s": b}
+    names = (
+        "the PATCH call (API, store)",
+        "PATCH sent -> hub -> edge -> delta on MQTT",
+        "adapter: write, read back, report",
+        "report -> edge -> cloud -> watch",
+    )
+    parts = {n: summary([leg[i] for leg in legs]) for i, n in enumerate(names)} if legs else {}
+    table([(f"  leg: {n}, p50 (ms)", f"{v['p50'] * 1000:.1f}", "") for n, v in parts.items()])
+    return {"writes": len(samples), "roundtrip_s": s, "bare_modbus_s": b, "legs_s": parts}
 
 
-async def _measure(cluster: LocalCluster, tls: ssl.SSLContext, port: int, root: Path) -> list[float]:
+async def _measure(
+    cluster: LocalCluster,
+    tls: ssl.SSLContext,
+    port: int,
+    root: Path,
+    legs: list[tuple[float, float, float, float]],
+) -> list[float]:
     name = f"pump-{uuid.uuid4().hex[:8]}"
     await cluster.request("POST", f"{DEVICES}/devicemodels", _model())
     await cluster.request("POST", f"{DEVICES}/devices", _device(name, port, None))
@@ -185,7 +204,10 @@ async def _measure(cluster: LocalCluster, tls: ssl.SSLContext, port: int, root: 
     seen: dict[str, asyncio.Future[float]] = {}
     samples: list[float] = []
     headers = {"Authorization": f"Bearer {cluster.token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        AsyncClient.from_kubeconfig(cluster.kubeconfig) as client,  # a UI's kept-alive connection
+    ):
 
         async def watch() -> None:
             query = f"watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3D{name}"
@@ -197,19 +219,40 @@ async def _measure(cluster: LocalCluster, tls: ssl.SSLContext, port: int, root: 
                     if fut is not None and not fut.done():
                         fut.set_result(time.perf_counter())
 
-        watcher = asyncio.create_task(watch())
-        try:
-            loop = asyncio.get_running_loop()
-            for i in range(WRITES):
-                value = str(2000 + i)  # never a value the baseline left in the register
-                seen[value] = loop.create_future()
-                patch = {"spec": {"properties": _device(name, port, value)["spec"]["properties"]}}
-                started = time.perf_counter()
-                await cluster.request(
-                    "PATCH", f"{DEVICES}/devices/{name}", patch, content_type="application/merge-patch+json"
-                )
-                samples.append(await asyncio.wait_for(seen[value], 30) - started)
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+        # A bystander on the broker notes when the delta and the adapter's report pass, to split the trip
+        # into its legs: cloud -> edge -> MQTT, the adapter, MQTT -> edge -> cloud -> watch.
+        on_mqtt: dict[tuple[str, str], float] = {}
+
+        async def sniff(client: aiomqtt.Client) -> None:
+            async for message in client.messages:
+                body = json.loads(message.payload) if isinstance(message.payload, bytes) else {}
+                twin = body.get("twin", {}).get("setpoint", {})
+                if str(message.topic).endswith("/delta"):
+                    key = ("delta", str(body.get("delta", {}).get("setpoint")))
+                else:
+                    key = ("actual", str(twin.get("actual", {}).get("value")))
+                on_mqtt.setdefault(key, time.perf_counter())
+
+        async with aiomqtt.Client(*MQTT, identifier=f"bench-sniff-{uuid.uuid4().hex[:6]}") as sniffer:
+            await sniffer.subscribe(f"$hw/events/device/{name}/twin/update/delta")
+            await sniffer.subscribe(f"$hw/events/device/{name}/twin/update")
+            tasks = [asyncio.create_task(watch()), asyncio.create_task(sniff(sniffer))]
+            try:
+                loop = asyncio.get_running_loop()
+                for i in range(WRITES):
+                    value = str(2000 + i)  # never a value the baseline left in the register
+                    seen[value] = loop.create_future()
+                    patch = {"spec": {"properties": _device(name, port, value)["spec"]["properties"]}}
+                    started = time.perf_counter()
+                    await client.patch(DEVICES_RT, name, patch, "default")
+                    answered = time.perf_counter()
+                    done = await asyncio.wait_for(seen[value], 30)
+                    samples.append(done - started)
+                    delta, actual = on_mqtt.get(("delta", value)), on_mqtt.get(("actual", value))
+                    if delta is not None and actual is not None:
+                        legs.append((answered - started, delta - started, actual - delta, done - actual))
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
     return samples
