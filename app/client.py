@@ -114,6 +114,8 @@ WATCH_TIMEOUT_MAX = 600
 WATCH_READ_TIMEOUT = 180.0
 
 PatchType = Literal["merge", "strategic", "json"]
+# A Device's telemetry history: the window summaries of each property, oldest first.
+DeviceHistory = dict[str, list[JSONObject]]
 _PATCH_CONTENT_TYPES: dict[str, str] = {
     "merge": "application/merge-patch+json",
     "strategic": "application/strategic-merge-patch+json",
@@ -900,6 +902,26 @@ class AsyncClient:
         path = self._object_path(PODS, name, namespace, "log")
         return LineStream(self, path, params, accept="text/plain, */*")
 
+    async def device_history(
+        self, name: str, namespace: str = "", *, since_ms: int | None = None
+    ) -> DeviceHistory:
+        """A Device's telemetry windows per property (``.../devices/{name}/history``: ``start``, ``end``,
+        ``min``, ``max``, ``mean``, ``count``, ``last``), only those that ended after ``since_ms``; {}
+        when the cloud has none for it yet."""
+        params = {"sinceMs": str(since_ms)} if since_ms is not None else None
+        try:
+            doc = await self._request(
+                "GET", self._object_path(DEVICES, name, namespace, "history"), params=params
+            )
+        except NotFound:
+            return {}
+        series = doc.get("series") if isinstance(doc, dict) else None
+        if not isinstance(series, dict):
+            return {}
+        return {
+            str(k): [p for p in v if isinstance(p, dict)] for k, v in series.items() if isinstance(v, list)
+        }
+
     async def node_metrics(self) -> JSONObject:
         """``kubectl top nodes``' source: the metrics.k8s.io NodeMetricsList (usage per node)."""
         return _obj(await self._request("GET", "/apis/metrics.k8s.io/v1beta1/nodes"))
@@ -940,7 +962,8 @@ class Reflector:
     * BOOKMARK events update ``resource_version`` and are not yielded;
     * any other :class:`ApiError` (e.g. :class:`Unauthorized`) is raised: retrying cannot fix it.
 
-    ``connected`` and ``last_error`` tell a UI whether to show a "reconnecting" banner.
+    ``connected`` and ``last_error`` tell a UI whether to show a "reconnecting" banner; ``connected`` is
+    set as soon as a list or a watch request is answered.
     """
 
     def __init__(
@@ -980,18 +1003,22 @@ class Reflector:
                 if event is not None:
                     return event
                 continue
-            if self._stream is None:
-                self._stream = self.client.watch(
-                    self.rt,
-                    self.namespace,
-                    label_selector=self.label_selector,
-                    field_selector=self.field_selector,
-                    resource_version=self.resource_version,
-                    allow_bookmarks=True,
-                    timeout_seconds=random.randint(*self.watch_timeout),
-                    read_timeout=WATCH_READ_TIMEOUT,
-                )
             try:
+                if self._stream is None:
+                    self._stream = self.client.watch(
+                        self.rt,
+                        self.namespace,
+                        label_selector=self.label_selector,
+                        field_selector=self.field_selector,
+                        resource_version=self.resource_version,
+                        allow_bookmarks=True,
+                        timeout_seconds=random.randint(*self.watch_timeout),
+                        read_timeout=WATCH_READ_TIMEOUT,
+                    )
+                    # The server answered the watch: connected now, not at the next change (a quiet
+                    # fleet after a cloud restart would otherwise look "reconnecting" for a minute).
+                    await self._stream.open()
+                    self.connected, self.last_error = True, None
                 ev = await self._stream.__anext__()
             except StopAsyncIteration:
                 logger.debug("watch of %s ended at %s; resuming", self.rt.plural, self.resource_version)

@@ -157,25 +157,6 @@ async def set_desired(client: AsyncClient, namespace: str, name: str, prop: str,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def fetch_history(
-    client: AsyncClient, namespace: str, name: str, since_ms: int | None = None
-) -> dict[str, list[Any]]:
-    """The device's telemetry series (``GET .../devices/NAME/history``); {} when it has none yet.
-
-    AsyncClient has no public call for a GET of a subresource, so this uses its request layer (same
-    errors, same auth) until one exists."""
-    path = f"/apis/{DEVICES.group}/{DEVICES.version}/namespaces/{namespace}/{DEVICES.plural}/{name}/history"
-    params = {"sinceMs": str(since_ms)} if since_ms is not None else None
-    try:
-        doc = await client._request("GET", path, params=params)
-    except NotFound:
-        return {}
-    series = doc.get("series") if isinstance(doc, dict) else None
-    if not isinstance(series, dict):
-        return {}
-    return {str(k): v for k, v in series.items() if isinstance(v, list)}
-
-
 # -- widgets ----------------------------------------------------------------------------------------------
 
 
@@ -380,8 +361,8 @@ class DeviceScreen(Screen[None]):
     async def _poll_history(self) -> None:
         while True:
             try:
-                series = await fetch_history(
-                    self.client, self.namespace, self.device_name, self._history_since
+                series = await self.client.device_history(
+                    self.device_name, self.namespace, since_ms=self._history_since
                 )
             except ApiError as exc:
                 logger.info("history of %s/%s: %s", self.namespace, self.device_name, exc)

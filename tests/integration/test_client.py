@@ -666,6 +666,33 @@ async def test_reflector_survives_cloud_restart(cluster: LocalCluster, client: A
                 await task
 
 
+async def test_a_reflector_is_connected_again_as_soon_as_its_watch_is_answered(
+    cluster: LocalCluster, client: AsyncClient
+) -> None:
+    """A quiet fleet after a cloud restart: no event comes, yet the UI must stop saying "reconnecting"."""
+    queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+    async with client.list_watch(NODES, backoff=Backoff(initial=0.05, maximum=0.2)) as reflector:
+        task = asyncio.create_task(collect(reflector, queue), name="test.reflector")
+        try:
+            await asyncio.wait_for(queue.get(), 20)  # the RESYNC
+            assert cluster.cloud is not None
+            await cluster.cloud.stop()
+
+            async def until(predicate: Callable[[], bool]) -> None:
+                while not predicate():
+                    await asyncio.sleep(0.02)  # the reflector's state has no event to await
+
+            await asyncio.wait_for(until(lambda: reflector.last_error is not None), 20)
+            assert not reflector.connected
+            await cluster.start_cloud()
+            await asyncio.wait_for(until(lambda: reflector.connected and reflector.last_error is None), 20)
+            assert queue.empty()  # connected with no event at all
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def test_reflector_raises_unauthorized(cluster: LocalCluster) -> None:
     ca = load_kubeconfig(cluster.kubeconfig).certificate_authority
     async with AsyncClient(cluster.api, "wrong", ca_file=ca) as bad, bad.list_watch(NODES) as reflector:
