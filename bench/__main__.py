@@ -20,6 +20,8 @@ ALL = [
     "camera_stream",
     "inference",
     "tui_filter",
+    "gui_table",
+    "gui_camera",
     "tui_start",
 ]
 

@@ -6,8 +6,8 @@ work. Decoding a watch event, projecting 100,000 pods into rows or reading a log
 I/O thread, so a slow step there delays data, never painting; and no dependency is added (qasync is not
 one of ours). Qt's queued signals are the one thread-safe door between the two: :class:`AsyncBridge`
 emits a signal carrying a callable from the I/O thread, and Qt runs it on the UI thread at its next event
-loop turn. Nothing else crosses: UI code never touches the loop's objects and loop code never touches a
-widget.
+loop turn. UI code never touches the loop's objects and loop code never touches a widget; the one other
+thing the threads share is a gate, :data:`UI_FIRST` (below).
 
 Two ways back to the UI:
 
@@ -20,12 +20,12 @@ Two ways back to the UI:
 
 :meth:`AsyncBridge.stop` cancels every task, waits for them (their ``finally`` blocks close streams and
 sessions), closes the loop and joins the thread, so tests can assert that nothing was left behind.
-One more thing crosses, deliberately: :data:`UI_FIRST`, a gate the UI thread closes while it paints or
-applies a batch, and that the I/O thread's long loops (a relist's projection, freeing old rows) wait at
-between slices. Both threads share one GIL: while the I/O thread computes, every Python call Qt makes
-into the UI thread (a repaint is ~2,000 ``data()`` calls) would wait up to the 5 ms switch interval for
-it, turning an 8 ms repaint into a 200 ms one. With the gate the I/O thread steps aside for the
-duration instead (see :class:`UiFirst`).
+
+:data:`UI_FIRST` is a gate the UI thread closes while it paints or applies a batch, and at which the I/O
+thread's long loops (a relist's projection, freeing old rows) wait between slices. The threads share one
+GIL: while the I/O thread computes, every Python call Qt makes on the UI thread (a repaint is ~2,000
+``data()`` calls) would wait up to the 5 ms switch interval for it, turning an 8 ms repaint into a 200 ms
+one. With the gate the I/O thread steps aside for that long instead (see :class:`UiFirst`).
 
 Deliberately not done: more than one I/O thread (one loop multiplexes every socket; CPU-heavy work such
 as JPEG decoding has its own pool, see ``gui.camera``) and priorities between jobs.
@@ -45,6 +45,8 @@ from typing import Any, Generic, TypeVar
 import shiboken6
 from PySide6.QtCore import QObject, Qt, Signal
 
+from gui.errors import GuiError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -52,7 +54,7 @@ T = TypeVar("T")
 STOP_TIMEOUT = 5.0
 
 
-class BridgeStopped(RuntimeError):
+class BridgeStopped(GuiError):
     """Work was submitted to a bridge that is not running."""
 
 
@@ -145,10 +147,6 @@ class AsyncBridge(QObject):
     @property
     def running(self) -> bool:
         return self._running and not self._stopped
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
 
     def in_io_thread(self) -> bool:
         return threading.current_thread() is self._thread

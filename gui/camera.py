@@ -1,6 +1,6 @@
 """The camera wall's plumbing: frame feeds, decoding off the UI thread, newest frame wins at every step.
 
-A feed is anything with ``camera_frames(namespace, name, *, overlay=False)`` answering an async iterator
+A feed is anything with ``camera_frames(name, namespace, *, overlay=False)`` answering an async iterator
 of frames (:class:`FrameFeed`, :class:`Frame`): ``app.client.AsyncClient`` is one (a WebSocket on the
 Device's ``/stream`` subresource), :class:`SyntheticFeed` is another (the synthetic conveyor, for tests,
 benchmarks and demos without an edge). The wall is written against the protocol only.
@@ -83,7 +83,9 @@ class Frame(Protocol):
 class FrameFeed(Protocol):
     """Where a camera's frames come from."""
 
-    def camera_frames(self, namespace: str, name: str, *, overlay: bool = False) -> AsyncIterator[Frame]: ...
+    def camera_frames(
+        self, name: str, namespace: str = "", *, overlay: bool = False
+    ) -> AsyncIterator[Frame]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,7 @@ class SyntheticFeed:
         seed = self.seed + sum(name.encode())  # each camera its own belt
         return ConveyorSource(self.width, self.height, fps=self.fps, seed=seed)
 
-    def camera_frames(self, namespace: str, name: str, *, overlay: bool = False) -> AsyncIterator[Frame]:
+    def camera_frames(self, name: str, namespace: str = "", *, overlay: bool = False) -> AsyncIterator[Frame]:
         self.opened.append((namespace, name, overlay))
         return self._frames(name, overlay)
 
@@ -242,13 +244,12 @@ class Picture:
 
 @dataclass(slots=True)
 class TileStats:
-    """What a tile says about itself: painted fps, latency, producer fps, frames dropped."""
+    """What a tile says about itself: painted fps, latency, the producer's fps, frames painted."""
 
     shown: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=240))
     latency_ms: float | None = None
     source_fps: float = 0.0
     frames: int = 0
-    dropped: int = 0
     frame_size: tuple[int, int] = (0, 0)
 
     def record(self, picture: Picture, now: float) -> None:
@@ -313,9 +314,6 @@ class CameraWall(QObject):
     @property
     def feed(self) -> FrameFeed | None:
         return self._feed
-
-    def ids(self) -> list[str]:
-        return list(self._tiles)
 
     def ref(self, tile_id: str) -> CameraRef:
         return self._tiles[tile_id].ref
@@ -429,7 +427,7 @@ class CameraWall(QObject):
     async def _stream(self, feed: FrameFeed, tile: _Tile, overlay: bool) -> None:
         backoff = Backoff(initial=1.0, maximum=10.0)
         while True:
-            frames = feed.camera_frames(tile.ref.namespace, tile.ref.name, overlay=overlay)
+            frames = feed.camera_frames(tile.ref.name, tile.ref.namespace, overlay=overlay)
             live = False
             reason = "the stream ended"
             try:

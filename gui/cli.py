@@ -11,10 +11,15 @@ window from opening: the banner says why, and the watches keep retrying.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from PySide6.QtWidgets import QWidget
+
     from gui.target import Target
 
 
@@ -73,9 +78,35 @@ class GuiCommand:
             if args.page:
                 window.show_page(args.page)
             window.show()
-            return int(app.exec())
+            restore = _close_on_signals(window)
+            try:
+                return int(app.exec())
+            finally:
+                restore()
         finally:
             bridge.stop()
+
+
+def _close_on_signals(window: QWidget) -> Callable[[], None]:
+    """Close the window (saving its settings) on Ctrl+C or SIGTERM; answers what restores the previous
+    handlers. Python runs signal handlers only between bytecodes, and Qt's event loop runs none while
+    idle, so a timer wakes the interpreter a few times a second to let them run."""
+    from PySide6.QtCore import QTimer
+
+    def close(_signum: int, _frame: object) -> None:
+        window.close()
+
+    previous = {sig: signal.signal(sig, close) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timer = QTimer(window)
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
+
+    def restore() -> None:
+        timer.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 gui_command = GuiCommand()

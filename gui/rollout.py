@@ -147,7 +147,7 @@ class RolloutController(QObject):
             return
         self.close()
         self.namespace, self.name = namespace, name
-        self.data = RolloutData(None, state="loading")
+        self.data = RolloutData(None, state="loading" if self._client is not None else "no connection")
         self.view = rollout_view(self.data, name)
         self.changed.emit()
         if self._client is None:

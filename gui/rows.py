@@ -418,7 +418,7 @@ SPECS: dict[Kind, TableSpec] = {
         "pods",
         "Pods",
         (
-            Column("NAMESPACE", width=85),
+            Column("NAMESPACE", width=100),
             Column("NAME", width=190),
             Column("READY", width=50),
             Column("STATUS", width=125),
@@ -434,7 +434,7 @@ SPECS: dict[Kind, TableSpec] = {
         "deploy",
         "Deployments",
         (
-            Column("NAMESPACE", width=85),
+            Column("NAMESPACE", width=100),
             Column("NAME", width=160),
             Column("READY", width=55, tip="ready / desired replicas"),
             Column("UP-TO-DATE", "number", 85),
@@ -449,7 +449,7 @@ SPECS: dict[Kind, TableSpec] = {
         "devices",
         "Devices",
         (
-            Column("NAMESPACE", width=85),
+            Column("NAMESPACE", width=100),
             Column("NAME", width=130),
             Column("MODEL", width=100),
             Column("PROTOCOL", width=75),
@@ -465,12 +465,12 @@ SPECS: dict[Kind, TableSpec] = {
         "events",
         "Events",
         (
-            Column("LAST SEEN", "age", 75),
+            Column("LAST SEEN", "age", 90),
             Column("TYPE", width=65),
             Column("REASON", width=115),
             Column("OBJECT", width=170),
             Column("MESSAGE", width=330),
-            Column("NAMESPACE", width=85),
+            Column("NAMESPACE", width=100),
             Column("COUNT", "number", 55),
         ),
         project_event,
@@ -618,25 +618,6 @@ class IndexHooks(Protocol):
     def end_remove(self) -> None: ...
 
     def changed(self, first: int, last: int) -> None: ...
-
-
-class NoHooks:
-    """Hooks that announce nothing (a :class:`RowIndex` nobody shows)."""
-
-    def begin_insert(self, position: int) -> None:
-        return None
-
-    def end_insert(self) -> None:
-        return None
-
-    def begin_remove(self, position: int) -> None:
-        return None
-
-    def end_remove(self) -> None:
-        return None
-
-    def changed(self, first: int, last: int) -> None:
-        return None
 
 
 class SortedRows:
@@ -819,9 +800,6 @@ class RowIndex:
             self._order = SortedRows(self._key, sorted(self._order, key=self._key))
             self._refilter()
         self.descending = descending
-
-    def sort_key(self) -> Callable[[Row], tuple[Any, Key]]:
-        return self._key
 
     def _refilter(self) -> None:
         if self.filter.empty:

@@ -8,7 +8,6 @@ cameras). Switching servers closes one Session and opens another; the window reb
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 from PySide6.QtCore import QObject
 
@@ -44,9 +43,9 @@ class Session(QObject):
         self.target = target
         self.fleet = Fleet(bridge, source, self)
         client = source.client
-        if camera_feed is None and client is not None and callable(getattr(client, "camera_frames", None)):
-            camera_feed = cast("FrameFeed", client)
-        self.camera_feed = camera_feed
+        # The cloud's client streams cameras itself (AsyncClient.camera_frames: a WebSocket on the
+        # Device's stream subresource); tests and demos pass another feed.
+        self.camera_feed: FrameFeed | None = camera_feed if camera_feed is not None else client
         self._closed = False
 
     @classmethod

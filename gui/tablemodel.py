@@ -130,9 +130,6 @@ class ResourceTableModel(QAbstractTableModel):
     def _key_at(self, position: int) -> Key | None:
         return self.table.at(position).key if 0 <= position < len(self.table) else None
 
-    def row_at(self, position: int) -> Row | None:
-        return self._row(position)
-
     def key_at(self, position: int) -> Key | None:
         return self._key_at(position)
 

@@ -205,25 +205,6 @@ async def set_desired(client: AsyncClient, namespace: str, name: str, prop: str,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def fetch_history(
-    client: AsyncClient, namespace: str, name: str, since_ms: int | None = None
-) -> dict[str, list[Any]]:
-    """The device's telemetry windows per property; {} when it has none yet (404).
-
-    ``AsyncClient`` has no public call for a subresource GET, so this goes through its request layer (same
-    auth, same typed errors), as the TUI does, until ``app.client`` grows one."""
-    path = f"/apis/{DEVICES.group}/{DEVICES.version}/namespaces/{namespace}/{DEVICES.plural}/{name}/history"
-    params = {"sinceMs": str(since_ms)} if since_ms is not None else None
-    try:
-        doc = await client._request("GET", path, params=params)
-    except NotFound:
-        return {}
-    series = doc.get("series") if isinstance(doc, dict) else None
-    if not isinstance(series, dict):
-        return {}
-    return {str(k): v for k, v in series.items() if isinstance(v, list)}
-
-
 # -- controller -------------------------------------------------------------------------------------------
 
 
@@ -361,20 +342,13 @@ class TwinController(QObject):
     # -- I/O thread -----------------------------------------------------------------------------------
 
     async def _watch(self, client: AsyncClient, namespace: str, name: str, box: Mailbox[_Snapshot]) -> None:
-        model: DeviceModel | None = None
         try:
-            await self._follow(client, namespace, name, box, model)
-        except ClientError as exc:
+            await self._follow(client, namespace, name, box)
+        except ClientError as exc:  # refused for good (401, 403): the Reflector retries everything else
             box.put(_Snapshot(None, None, "unavailable", f"device {name}: {describe_error(exc)}"))
 
-    async def _follow(
-        self,
-        client: AsyncClient,
-        namespace: str,
-        name: str,
-        box: Mailbox[_Snapshot],
-        model: DeviceModel | None,
-    ) -> None:
+    async def _follow(self, client: AsyncClient, namespace: str, name: str, box: Mailbox[_Snapshot]) -> None:
+        model: DeviceModel | None = None
         async with client.list_watch(DEVICES, namespace, field_selector=f"metadata.name={name}") as reflector:
             async for event in reflector:
                 obj: JSONObject | None
@@ -414,7 +388,7 @@ class TwinController(QObject):
         since: int | None = None
         while True:
             try:
-                series = await fetch_history(client, namespace, name, since)
+                series = await client.device_history(name, namespace, since_ms=since)
             except ClientError as exc:
                 logger.info("history of %s/%s: %s", namespace, name, exc)
                 series = {}

@@ -250,7 +250,9 @@ class CameraPage(QWidget):
             self.enlarged = None
         total = len(self._all)
         self.count.setText(
-            f"{len(cameras)} of {total} cameras" if len(cameras) < total else f"{total} cameras"
+            f"{len(cameras)} of {total} cameras"
+            if len(cameras) < total
+            else f"{total} camera{'s' * (total != 1)}"
         )
         self._layout_tiles([c.id for c in cameras])
 

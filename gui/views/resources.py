@@ -1,9 +1,12 @@
 """A resource page: the live table of one kind, its filter, and the detail pane of the selected object.
 
-The table is a plain ``QTableView`` on the kind's :class:`~gui.tablemodel.ResourceTableModel` with
-fixed-height rows, no vertical header and preset column widths (``ResizeToContents`` would measure all
-100,000 rows), so scrolling and painting cost only the rows on screen. The selection is kept by object,
-not by row number: when the model is reset (a relist, a new filter) the page re-selects the same key.
+The table is a ``QTableView`` (``gui.views.common.TableView``: it paints with the I/O thread stepped
+aside) on the kind's :class:`~gui.tablemodel.ResourceTableModel`, with fixed-height rows, no vertical
+header and preset column widths (``ResizeToContents`` would measure all 100,000 rows), so scrolling and
+painting cost only the rows on screen. Column widths, order and sort, the splitter and the filter are
+saved in the settings. The selection is kept by object, not by row number: when the model is reset (a
+relist, a new filter) the page re-selects the same key; the first row is selected when a table first
+loads, so the detail pane is never blank on arrival.
 
 The detail pane's tabs are Describe and YAML for every kind, Logs (followed) for pods, Twin for devices
 and Rollout for deployments. A tab's stream runs only while it is shown: the logs, the twin's watch and
@@ -134,7 +137,7 @@ class DetailPane(QTabWidget):
         self.model = session.fleet.models[kind]
         self.key: Key | None = None
         self._shown: dict[str, object] = {}  # tab -> the object it last rendered
-        self._suspended = False
+        self._suspended = True  # until the page is first shown: a hidden page opens no stream
         self.describe = CodeView()
         self.yaml = CodeView()
         bridge, client = session.bridge, session.client

@@ -12,6 +12,8 @@ What the panel shows and does is :class:`gui.twin.TwinController` (validation, w
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -63,6 +65,8 @@ class PropertyChart(QWidget):
         self.desired.setVisible(False)
         self.plot.addItem(self.desired)
         self.points = 0
+        now = time.time()
+        self.plot.setXRange(now - MIN_SPAN_S, now, padding=0.02)  # until data comes: the last minutes
         self.set_title(None)
 
     def set_title(self, last: float | None) -> None:

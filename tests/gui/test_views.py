@@ -258,3 +258,36 @@ def test_an_unreachable_server_is_said_inline_and_nothing_hangs(
         )
     finally:
         window.close()
+
+
+def test_the_command_opens_the_window_and_returns_when_it_closes(qapp: Any) -> None:
+    """``fleetops gui --server URL --token T --page pods``, against a server that is not there: the window
+    opens on the pods page and says why; closing it returns 0 and stops the I/O thread."""
+    import argparse
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from gui.cli import GuiCommand
+
+    parser = argparse.ArgumentParser()
+    GuiCommand().add_arguments(parser)
+    url = f"https://127.0.0.1:{closed_port()}"
+    args = parser.parse_args(["--server", url, "--token", "t", "--page", "pods"])
+    seen: dict[str, str] = {}
+
+    def check() -> None:
+        for w in QApplication.topLevelWidgets():
+            if (
+                isinstance(w, MainWindow)
+                and w.isVisible()
+                and w.connection_status().startswith("Cannot reach")
+            ):
+                seen.update(page=w.current_page(), status=w.connection_status())
+                w.close()
+                return
+        QTimer.singleShot(50, check)
+
+    QTimer.singleShot(50, check)
+    assert GuiCommand().run(args) == 0
+    assert seen["page"] == "pods" and url in seen["status"]
