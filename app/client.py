@@ -86,6 +86,7 @@ __all__ = [
     "ObjectList",
     "PodView",
     "Reflector",
+    "Reflectors",
     "StatusCause",
     "Unauthorized",
     "WatchEvent",
@@ -1102,3 +1103,64 @@ class Reflector:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+LinkState = Literal["connecting", "connected", "reconnecting", "unreachable", "failed"]
+
+
+class Reflectors:
+    """The reflectors a UI runs over one client (one per kind it shows) and the state of its link to the
+    cloud they add up to, for a header or a status bar: ``failed`` (a watch raised an error no retry can
+    fix, e.g. 401: :attr:`failed`), ``reconnecting`` (a reflector is retrying after having been connected),
+    ``unreachable`` (never reached the cloud yet), ``connected`` (every reflector is), else
+    ``connecting``. :meth:`state` answers it with the error to show."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.by_key: dict[str, Reflector] = {}
+        self.failed: ClientError | None = None
+
+    def watch(self, key: str, rt: ResourceType) -> _TrackedReflector:
+        """A reflector over all namespaces of ``rt``, known as ``key``; iterate it for its events."""
+        reflector = self.client.list_watch(rt)
+        self.by_key[key] = reflector
+        return _TrackedReflector(reflector, self)
+
+    def state(self) -> tuple[LinkState, ClientError | None]:
+        if self.failed is not None:
+            return "failed", self.failed
+        reflectors = list(self.by_key.values())
+        errors = [r.last_error for r in reflectors if r.last_error is not None]
+        if errors:
+            ever = any(r.relists for r in reflectors)
+            return ("reconnecting" if ever else "unreachable"), errors[0]
+        if reflectors and all(r.connected for r in reflectors):
+            return "connected", None
+        return "connecting", None
+
+    async def aclose(self) -> None:
+        for r in list(self.by_key.values()):
+            await r.aclose()
+
+
+class _TrackedReflector:
+    """A reflector's events, noting a permanent failure (a watch that raised) on its :class:`Reflectors`."""
+
+    def __init__(self, inner: Reflector, owner: Reflectors) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        try:
+            ev = await self._inner.__anext__()
+        except ClientError as exc:
+            self._owner.failed = exc
+            raise
+        self._owner.failed = None
+        return ev
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -107,8 +107,9 @@ def rss() -> int:
 
 async def run() -> dict[str, Any]:
     from app.client import WatchEvent
+    from app.query import FilterError, parse_filter
     from tui.app import FleetApp
-    from tui.data import VIEWS, Corpus, FilterError, StaticSource, Store, filter_rows, parse_filter
+    from tui.data import VIEWS, Corpus, StaticSource, Store, filter_rows
 
     base = rss()
     objects = {"pods": [pod(i) for i in range(PODS)], "nodes": [node(i) for i in range(NODES)]}

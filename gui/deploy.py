@@ -29,10 +29,11 @@ from PySide6.QtCore import QObject, Signal
 
 from app.client import ApiError, AsyncClient, ClientError, NotFound
 from app.manifest import DocumentError, ManifestError, ManifestObject, diff_against_live, parse
+from app.query import FilterError, parse_selector
 from app.resources import DEPLOYMENTS, PODS, REPLICASETS, JSONObject
 from gui.bridge import AsyncBridge
 from gui.errors import GuiError, describe_error
-from gui.rows import Row, parse_selector
+from gui.rows import Row
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def parse_node_selector(text: str) -> dict[str, str]:
     """``k=v,k2=v2`` as a ``nodeSelector``; :class:`SelectorError` for anything else."""
     try:
         requirements = parse_selector(text)
-    except GuiError as exc:
+    except FilterError as exc:
         raise SelectorError(str(exc)) from exc
     out: dict[str, str] = {}
     for r in requirements:

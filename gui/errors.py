@@ -10,10 +10,6 @@ class GuiError(FleetOpsError):
     """Root of the errors the GUI raises on purpose."""
 
 
-class FilterError(GuiError):
-    """A table filter that cannot be used (an invalid regex or label selector); shown under the filter."""
-
-
 class TargetError(GuiError):
     """A server to connect to that cannot be used (no token, unreadable kubeconfig...)."""
 

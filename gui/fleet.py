@@ -45,14 +45,7 @@ from typing import Literal, Protocol, Self
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.client import (
-    ApiError,
-    AsyncClient,
-    ClientError,
-    ConnectionFailed,
-    Reflector,
-    WatchEvent,
-)
+from app.client import AsyncClient, ClientError, Reflectors, WatchEvent
 from app.resources import JSONObject
 from gui.bridge import UI_FIRST, AsyncBridge, Job
 from gui.errors import describe_error
@@ -119,8 +112,7 @@ class CloudSource:
     def __init__(self, client: AsyncClient, description: str = "") -> None:
         self._client = client
         self._description = description or client.server
-        self._reflectors: dict[Kind, Reflector] = {}
-        self._failed: ClientError | None = None
+        self._reflectors = Reflectors(client)
 
     @property
     def description(self) -> str:
@@ -131,49 +123,15 @@ class CloudSource:
         return self._client
 
     def events(self, kind: Kind) -> EventStream:
-        reflector = self._client.list_watch(RESOURCES[kind])
-        self._reflectors[kind] = reflector
-        return _Tracked(reflector, self)
+        return self._reflectors.watch(kind, RESOURCES[kind])
 
     def connection(self) -> Connection:
-        if self._failed is not None:
-            return Connection("failed", describe_error(self._failed))
-        reflectors = list(self._reflectors.values())
-        errors = [r.last_error for r in reflectors if r.last_error is not None]
-        if errors:
-            ever = any(r.relists for r in reflectors)
-            return Connection("reconnecting" if ever else "unreachable", describe_error(errors[0]))
-        if reflectors and all(r.connected for r in reflectors):
-            return Connection("connected")
-        return Connection("connecting")
+        state, error = self._reflectors.state()
+        return Connection(state, describe_error(error) if error is not None else "")
 
     async def aclose(self) -> None:
-        for r in list(self._reflectors.values()):
-            await r.aclose()
+        await self._reflectors.aclose()
         await self._client.aclose()
-
-
-class _Tracked:
-    """A Reflector's events, recording a permanent failure (401, 403) for the status bar."""
-
-    def __init__(self, inner: Reflector, source: CloudSource) -> None:
-        self._inner = inner
-        self._source = source
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        try:
-            ev = await self._inner.__anext__()
-        except (ApiError, ConnectionFailed) as exc:
-            self._source._failed = exc
-            raise
-        self._source._failed = None
-        return ev
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class StaticSource:

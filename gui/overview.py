@@ -14,8 +14,9 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from app.camera import is_camera
 from gui.fleet import LinkChange
-from gui.rows import DEVICE_GROUPS, NODE_GROUPS, POD_PHASES, Kind, Row, is_camera
+from gui.rows import DEVICE_GROUPS, NODE_GROUPS, POD_PHASES, Kind, Row
 
 RECENT_EVENTS = 15
 

@@ -22,28 +22,24 @@ that are not numeric.
 from __future__ import annotations
 
 import asyncio
-import copy
-import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from app.client import AsyncClient, ClientError, Conflict, NotFound
+from app.client import AsyncClient, ClientError, NotFound
 from app.devices import (
-    NUMERIC_TYPES,
     Device,
     DeviceModel,
-    ModelProperty,
-    check_value,
     parse_device,
     parse_device_model,
 )
-from app.errors import FleetOpsError, ValidationError
+from app.errors import ValidationError
 from app.resources import DEVICEMODELS, DEVICES, JSONObject
+from app.twinview import TwinRow, set_desired, twin_rows, validate_desired
 from gui.bridge import AsyncBridge, Job, Mailbox
 from gui.errors import describe_error
 
@@ -53,94 +49,6 @@ logger = logging.getLogger(__name__)
 HISTORY_POLL_S = 5.0
 # Windows kept per property for the chart (at 5 s windows: about 50 minutes).
 HISTORY_POINTS = 600
-_EDIT_RETRIES = 3
-
-
-class TwinEditError(FleetOpsError):
-    """A desired value that cannot be written (no such property in the spec...)."""
-
-
-# -- pure -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TwinRow:
-    """One line of the twin table."""
-
-    name: str
-    desired: str
-    reported: str
-    unit: str
-    type: str
-    access: str
-    range: str
-    last_update: str
-    numeric: bool
-    writable: bool  # in the model as ReadWrite and in the Device's spec: the desired value can be set
-
-    @property
-    def synced(self) -> bool:
-        return not self.desired or self.desired == self.reported
-
-
-def _timestamp(metadata: Mapping[str, str]) -> str:
-    """KubeEdge's twin timestamp (epoch milliseconds, a string) as UTC wall-clock time."""
-    try:
-        ms = int(str(metadata.get("timestamp")))
-    except (TypeError, ValueError):
-        return ""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _range(prop: ModelProperty | None) -> str:
-    if prop is None or not (prop.minimum or prop.maximum):
-        return ""
-    return f"{prop.minimum or '-inf'} .. {prop.maximum or '+inf'}"
-
-
-def twin_rows(device: Device, model: DeviceModel | None) -> list[TwinRow]:
-    """Every property of the Device in its order, then twins the edge reports for properties the spec no
-    longer lists. Type, unit, range and access come from the model (``?`` without one)."""
-    twins = {t.property_name: t for t in device.status.twins}
-    names = [p.name for p in device.properties]
-    names += [n for n in twins if n not in names]
-    rows = []
-    for name in names:
-        prop = device.property(name)
-        mprop = model.property(name) if model is not None else None
-        twin = twins.get(name)
-        reported = twin.reported if twin is not None else None
-        rows.append(
-            TwinRow(
-                name=name,
-                desired=prop.desired.value if prop is not None and prop.desired is not None else "",
-                reported=reported.value if reported is not None else "",
-                unit=mprop.unit if mprop else "",
-                type=mprop.type if mprop else "?",
-                access=mprop.access_mode if mprop else "?",
-                range=_range(mprop),
-                last_update=_timestamp(reported.metadata) if reported is not None else "",
-                numeric=mprop is not None and mprop.type in NUMERIC_TYPES,
-                writable=mprop is not None and mprop.writable and prop is not None,
-            )
-        )
-    return rows
-
-
-def validate_desired(model: DeviceModel | None, device: Device | None, name: str, value: str) -> str | None:
-    """Why ``value`` cannot be the desired value of property ``name`` (None when it can)."""
-    if device is not None and device.property(name) is None:
-        return f"{name!r} is not in the device's spec: it has no desired value"
-    prop = model.property(name) if model is not None else None
-    if prop is None:
-        return f"{name!r} is not in the device's model: the value cannot be checked"
-    if prop.type == "BYTES":
-        return f"{name!r} is BYTES: editing it is not supported"
-    try:
-        check_value(prop, value)
-    except ValidationError as exc:
-        return exc.message
-    return None
 
 
 @dataclass(slots=True)
@@ -182,27 +90,6 @@ class Series:
 
 
 # -- I/O --------------------------------------------------------------------------------------------------
-
-
-async def set_desired(client: AsyncClient, namespace: str, name: str, prop: str, value: str) -> JSONObject:
-    """Write one desired value (see the module docstring); answers the updated Device."""
-    for attempt in range(_EDIT_RETRIES + 1):
-        device = await client.get(DEVICES, name, namespace)
-        props = copy.deepcopy((device.get("spec") or {}).get("properties") or [])
-        entry = next((p for p in props if isinstance(p, dict) and p.get("name") == prop), None)
-        if entry is None:
-            raise TwinEditError(f"device {namespace}/{name} has no property {prop!r}")
-        desired = entry.get("desired")
-        entry["desired"] = {**(desired if isinstance(desired, dict) else {}), "value": value}
-        rv = str((device.get("metadata") or {}).get("resourceVersion") or "")
-        patch = {"metadata": {"resourceVersion": rv}, "spec": {"properties": props}}
-        try:
-            return await client.patch(DEVICES, name, patch, namespace, type="merge")
-        except Conflict:
-            if attempt == _EDIT_RETRIES:
-                raise
-            logger.debug("device %s/%s changed while setting %s; retrying", namespace, name, prop)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # -- controller -------------------------------------------------------------------------------------------

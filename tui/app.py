@@ -35,6 +35,7 @@ from textual.widgets import Footer, Input, Static
 
 from app.camera import is_camera
 from app.client import ClientError
+from app.query import Filter, FilterError, parse_filter
 from app.resources import JSONObject
 from tui.data import (
     ALIASES,
@@ -42,8 +43,6 @@ from tui.data import (
     VIEWS,
     Connection,
     Corpus,
-    Filter,
-    FilterError,
     Kind,
     NodeUsage,
     PerNode,
@@ -56,7 +55,6 @@ from tui.data import (
     describe_error,
     filter_rows,
     make_stores,
-    parse_filter,
     scoped_rows,
     utcnow,
 )

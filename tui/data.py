@@ -39,8 +39,7 @@ from app.client import (
     ApiError,
     AsyncClient,
     ClientError,
-    ConnectionFailed,
-    Reflector,
+    Reflectors,
     WatchEvent,
     deployment_view,
     format_age,
@@ -48,7 +47,9 @@ from app.client import (
 )
 from app.clientmodels import format_bytes, parse_quantity
 from app.errors import FleetOpsError
+from app.query import Filter
 from app.resources import DEPLOYMENTS, DEVICES, EVENTS, NODES, PODS, JSONObject, ResourceType, parse_rfc3339
+from app.twinview import twin_summary
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,10 +89,6 @@ Clock = Callable[[], dt.datetime]
 
 class TuiError(FleetOpsError):
     """Root of the TUI's own errors."""
-
-
-class FilterError(TuiError):
-    """A filter that cannot be used (an invalid regex or label selector); shown as a notification."""
 
 
 class NotSupported(TuiError):
@@ -262,30 +259,6 @@ def project_deployment(obj: JSONObject) -> Row:
         tone=tone,
         raw=obj,
     )
-
-
-def twin_summary(obj: JSONObject) -> str:
-    """Desired vs reported at a glance: ``2/3 synced; speed 10->12`` (reported -> desired for each
-    property that has not caught up), or ``N reported`` for a device with no desired values."""
-    desired: dict[str, str] = {}
-    for p in _l(_d(obj.get("spec")).get("properties")):
-        value = _d(_d(p).get("desired")).get("value")
-        if value is not None and _d(p).get("name"):
-            desired[str(_d(p)["name"])] = str(value)
-    reported: dict[str, str] = {}
-    for t in _l(_d(obj.get("status")).get("twins")):
-        value = _d(_d(t).get("reported")).get("value")
-        if value is not None and _d(t).get("propertyName"):
-            reported[str(_d(t)["propertyName"])] = str(value)
-    if not desired:
-        return f"{len(reported)} reported"
-    behind = [
-        f"{n} {reported.get(n, '?')}->{want}"
-        for n, want in sorted(desired.items())
-        if reported.get(n) != want
-    ]
-    summary = f"{len(desired) - len(behind)}/{len(desired)} synced"
-    return f"{summary}; {', '.join(behind)}" if behind else summary
 
 
 def project_device(obj: JSONObject) -> Row:
@@ -574,110 +547,6 @@ def make_stores() -> dict[Kind, Store]:
 # -- filtering --------------------------------------------------------------------------------------------
 
 
-SelectorOp = Literal["=", "!=", "exists", "!exists"]
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    key: str
-    op: SelectorOp
-    value: str = ""
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.op == "=":
-            return labels.get(self.key) == self.value
-        if self.op == "!=":
-            return labels.get(self.key) != self.value
-        if self.op == "exists":
-            return self.key in labels
-        return self.key not in labels
-
-
-_LABEL_KEY = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-
-
-def parse_selector(text: str) -> tuple[Requirement, ...]:
-    """kubectl's equality-based label selector: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, comma-joined."""
-    out: list[Requirement] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if "!=" in part:
-            k, v = part.split("!=", 1)
-            op: SelectorOp = "!="
-        elif "=" in part:
-            k, v = part.split("==", 1) if "==" in part else part.split("=", 1)
-            op = "="
-        elif part.startswith("!"):
-            k, v, op = part[1:], "", "!exists"
-        else:
-            k, v, op = part, "", "exists"
-        k, v = k.strip(), v.strip()
-        if not _LABEL_KEY.match(k):
-            raise FilterError(f"invalid label selector {part!r}: {k!r} is not a label key")
-        out.append(Requirement(k, op, v))
-    return tuple(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """A parsed filter. ``literal`` is set when the text part has no regex syntax (substring match)."""
-
-    text: str = ""
-    pattern: re.Pattern[str] | None = None
-    literal: str | None = None
-    selector: tuple[Requirement, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not self.text and not self.selector
-
-    def narrows(self, previous: Filter) -> bool:
-        """Every row this filter keeps was kept by ``previous`` (so it may filter previous's result)."""
-        if previous.selector and self.selector[: len(previous.selector)] != previous.selector:
-            return False
-        if previous.literal is not None and self.literal is not None:
-            return previous.literal in self.literal
-        return not previous.text and (not previous.selector or bool(self.selector))
-
-    def matches(self, row: Row) -> bool:
-        if self.literal is not None:
-            if self.literal not in row.text:
-                return False
-        elif self.pattern is not None and self.pattern.search(row.text) is None:
-            return False
-        return all(r.matches(row.labels) for r in self.selector)
-
-
-_UPPER_ESCAPE = re.compile(r"\\[A-Z]")
-_SELECTOR_FLAG = re.compile(r"(?:^|\s)-l\s*(\S*)")
-
-
-def parse_filter(query: str) -> Filter:
-    """``regex [-l selector]``; the regex is case-insensitive. :class:`FilterError` names a problem."""
-    selector: tuple[Requirement, ...] = ()
-    m = _SELECTOR_FLAG.search(query)
-    if m is not None:
-        selector = parse_selector(m.group(1))
-        query = query[: m.start()] + query[m.end() :]
-    text = query.strip()
-    if not text:
-        return Filter(selector=selector)
-    lowered = text.lower()
-    if re.escape(lowered) == lowered or all(ch.isalnum() or ch in "-_/:" for ch in lowered):
-        return Filter(text, None, lowered, selector)
-    try:
-        pattern = re.compile(text, re.IGNORECASE)
-    except re.error as exc:
-        raise FilterError(f"invalid regex {text!r}: {exc}") from exc
-    if text.isascii() and _UPPER_ESCAPE.search(text) is None:
-        # Row texts are lower-cased, so the lower-cased pattern matching case-sensitively finds the same
-        # rows, ~10x faster: IGNORECASE defeats re's literal-prefix search. Not with \S, \W, \D... whose
-        # meaning lower-casing would change.
-        pattern = re.compile(lowered)
-    return Filter(text, pattern, None, selector)
-
-
 class Corpus:
     """The texts of a list of rows joined by newlines, with each row's offset: a filter then scans one
     string in C (``str.find`` / ``Pattern.search`` from an offset) and only touches the rows that match,
@@ -896,13 +765,10 @@ class CloudSource:
         self.client = client
         self.description = description or client.server
         self.kubeconfig = kubeconfig
-        self._reflectors: dict[Kind, Reflector] = {}
-        self._failed: ClientError | None = None
+        self._reflectors = Reflectors(client)
 
     def events(self, kind: Kind) -> EventStream:
-        r = self.client.list_watch(RESOURCES[kind])
-        self._reflectors[kind] = r
-        return _FailureTracking(r, self)
+        return self._reflectors.watch(kind, RESOURCES[kind])
 
     async def node_usage(self) -> dict[str, NodeUsage]:
         """The nodes' usage from the metrics API (``kubectl top nodes``); empty when it is not served."""
@@ -914,16 +780,8 @@ class CloudSource:
         return parse_node_metrics(doc)
 
     def connection(self) -> Connection:
-        if self._failed is not None:
-            return Connection("failed", describe_error(self._failed))
-        refl = list(self._reflectors.values())
-        errors = [r.last_error for r in refl if r.last_error is not None]
-        if errors:
-            ever = any(r.relists for r in refl)
-            return Connection("reconnecting" if ever else "unreachable", describe_error(errors[0]))
-        if refl and all(r.connected for r in refl):
-            return Connection("connected")
-        return Connection("connecting")
+        state, error = self._reflectors.state()
+        return Connection(state, describe_error(error) if error is not None else "")
 
     def logs(self, namespace: str, name: str, *, container: str | None, timestamps: bool) -> LineSource:
         return self.client.logs(
@@ -941,32 +799,8 @@ class CloudSource:
         return f"deleted pod {namespace}/{name}; its controller recreates it"
 
     async def aclose(self) -> None:
-        for r in self._reflectors.values():
-            await r.aclose()
+        await self._reflectors.aclose()
         await self.client.aclose()
-
-
-class _FailureTracking:
-    """Passes a Reflector's events through and records a permanent failure (401, 403) for the header."""
-
-    def __init__(self, inner: Reflector, source: CloudSource) -> None:
-        self._inner = inner
-        self._source = source
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        try:
-            ev = await self._inner.__anext__()
-        except (ApiError, ConnectionFailed) as exc:
-            self._source._failed = exc
-            raise
-        self._source._failed = None
-        return ev
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class StaticSource:

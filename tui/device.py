@@ -1,18 +1,12 @@
 """The device screen: one Device's twin (desired vs reported), its desired values edited in place, and a
 sparkline per numeric property from the cloud's telemetry history.
 
-The screen holds no device logic: the twin table is :func:`twin_rows` (a pure function of the Device and
-its DeviceModel), an edit is validated by :func:`app.devices.check_value` (the same check the cloud's
-device controller and the edge's devicetwin run, so a value the screen accepts is one they accept) and
-written by :func:`set_desired`. Everything that waits on the network runs in workers: one watches the
-Device (a reflector with a ``metadata.name`` field selector, so a reconnect relists by itself), one polls
-the history (the history API has no watch; each poll asks only for points newer than the last one seen).
-
-A desired value is written the way ``fleetops``'s demo and ``kubectl patch --type merge`` do it: the
-Device's ``spec.properties`` list, with the one ``desired.value`` changed, as a JSON merge patch (a merge
-patch replaces a list whole, so the list is sent whole). The patch carries the ``resourceVersion`` it was
-built from, so an edit never overwrites another property changed meanwhile; on a Conflict it is rebuilt
-from a fresh read.
+The screen holds no device logic: the twin table, the check of a desired value and its write are
+``app.twinview``'s (shared with the GUI's twin panel; the check is the one the cloud's API and the edge's
+devicetwin run, so a value the screen accepts is one they accept). Everything that waits on the network
+runs in workers: one watches the Device (a reflector with a ``metadata.name`` field selector, so a
+reconnect relists by itself), one polls the history (the history API has no watch; each poll asks only
+for points newer than the last one seen).
 
 Deliberately not done: editing ``BYTES`` values (shown, not edited: KubeEdge defines no encoding), a chart
 with axes (a sparkline shows the shape; the last value is printed next to it), and history for properties
@@ -22,11 +16,8 @@ that are not numeric.
 from __future__ import annotations
 
 import asyncio
-import copy
-import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -36,11 +27,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Sparkline, Static
 
-from app.client import ApiError, AsyncClient, ClientError, Conflict, NotFound
-from app.devices import NUMERIC_TYPES, Device, DeviceModel, ModelProperty, check_value, parse_device
+from app.client import ApiError, AsyncClient, ClientError, NotFound
+from app.devices import Device, DeviceModel, parse_device
 from app.devices import parse_device_model as parse_model
-from app.errors import FleetOpsError, ValidationError
+from app.errors import ValidationError
 from app.resources import DEVICEMODELS, DEVICES, JSONObject
+from app.twinview import TwinEditError, TwinRow, set_desired, twin_rows, validate_desired
 
 logger = logging.getLogger(__name__)
 
@@ -49,80 +41,6 @@ logger = logging.getLogger(__name__)
 HISTORY_POLL_SECONDS = 5.0
 # Points kept per sparkline: one per terminal column is the most a sparkline can show.
 HISTORY_POINTS = 120
-# How often set_desired rebuilds its patch after a Conflict before giving up.
-_EDIT_RETRIES = 3
-
-
-class DeviceEditError(FleetOpsError):
-    """A desired value that cannot be written (unknown property, no model to check it against...)."""
-
-
-# -- pure -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TwinRow:
-    """One line of the twin table."""
-
-    property: str
-    desired: str
-    reported: str
-    unit: str
-    type: str
-    access: str
-    last_update: str
-    numeric: bool
-    writable: bool
-
-
-def _timestamp(metadata: Any) -> str:
-    """KubeEdge's twin timestamp (milliseconds since the epoch, as a string) as UTC wall-clock time."""
-    raw = metadata.get("timestamp") if hasattr(metadata, "get") else None
-    try:
-        ms = int(str(raw))
-    except (TypeError, ValueError):
-        return ""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def twin_rows(device: Device, model: DeviceModel | None) -> list[TwinRow]:
-    """The twin table: every property of the Device (in its order), then any twin the edge reports for a
-    property the spec no longer lists. Type, unit and access come from the model (``?`` without one)."""
-    twins = {t.property_name: t for t in device.status.twins}
-    names = [p.name for p in device.properties]
-    names += [n for n in twins if n not in names]
-    rows = []
-    for name in names:
-        prop = device.property(name)
-        mprop = model.property(name) if model is not None else None
-        twin = twins.get(name)
-        reported = twin.reported if twin is not None else None
-        desired = prop.desired.value if prop is not None and prop.desired is not None else ""
-        rows.append(
-            TwinRow(
-                property=name,
-                desired=desired,
-                reported=reported.value if reported is not None else "",
-                unit=mprop.unit if mprop else "",
-                type=mprop.type if mprop else "?",
-                access=mprop.access_mode if mprop else "?",
-                last_update=_timestamp(reported.metadata) if reported is not None else "",
-                numeric=mprop is not None and mprop.type in NUMERIC_TYPES,
-                writable=mprop is not None and mprop.writable and prop is not None,
-            )
-        )
-    return rows
-
-
-def validate_desired(prop: ModelProperty | None, name: str, value: str) -> str | None:
-    """Why ``value`` cannot be the desired value of property ``name`` (None when it can)."""
-    if prop is None:
-        return f"{name!r} is not in the device's model: the value cannot be checked"
-    try:
-        check_value(prop, value)
-    except ValidationError as exc:
-        return exc.message
-    return None
 
 
 def series_means(series: Sequence[Any]) -> list[float]:
@@ -133,28 +51,6 @@ def series_means(series: Sequence[Any]) -> list[float]:
 
 
 # -- I/O --------------------------------------------------------------------------------------------------
-
-
-async def set_desired(client: AsyncClient, namespace: str, name: str, prop: str, value: str) -> JSONObject:
-    """Write one desired value (a merge patch of ``spec.properties`` conditional on resourceVersion);
-    answers the updated Device. The caller validates ``value`` first (:func:`validate_desired`)."""
-    for attempt in range(_EDIT_RETRIES + 1):
-        device = await client.get(DEVICES, name, namespace)
-        props = copy.deepcopy((device.get("spec") or {}).get("properties") or [])
-        entry = next((p for p in props if isinstance(p, dict) and p.get("name") == prop), None)
-        if entry is None:
-            raise DeviceEditError(f"device {namespace}/{name} has no property {prop!r}")
-        desired = entry.get("desired")
-        entry["desired"] = {**(desired if isinstance(desired, dict) else {}), "value": value}
-        rv = str((device.get("metadata") or {}).get("resourceVersion") or "")
-        patch = {"metadata": {"resourceVersion": rv}, "spec": {"properties": props}}
-        try:
-            return await client.patch(DEVICES, name, patch, namespace, type="merge")
-        except Conflict:
-            if attempt == _EDIT_RETRIES:
-                raise
-            logger.debug("device %s/%s changed while setting %s; retrying", namespace, name, prop)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # -- widgets ----------------------------------------------------------------------------------------------
@@ -174,11 +70,15 @@ class DesiredValueScreen(ModalScreen[str | None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, device: str, name: str, prop: ModelProperty | None, current: str) -> None:
+    def __init__(
+        self, device: Device | None, model: DeviceModel | None, label: str, name: str, current: str
+    ) -> None:
         super().__init__()
-        self._device_label = device
+        self._device = device
+        self._model = model
+        self._device_label = label
         self._prop_name = name
-        self._prop = prop
+        self._prop = model.property(name) if model is not None else None
         self._current = current
 
     def compose(self) -> ComposeResult:
@@ -200,7 +100,7 @@ class DesiredValueScreen(ModalScreen[str | None]):
 
     def _submit(self) -> None:
         value = self.query_one("#value", Input).value.strip()
-        problem = validate_desired(self._prop, self._prop_name, value)
+        problem = validate_desired(self._model, self._device, self._prop_name, value)
         if problem is not None:
             self.query_one("#error", Label).update(problem)
             return
@@ -344,14 +244,14 @@ class DeviceScreen(Screen[None]):
         self.rows = twin_rows(self.device, self.model) if self.device is not None else []
         for row in self.rows:
             table.add_row(
-                row.property,
+                row.name,
                 row.desired,
                 row.reported,
                 row.unit,
                 row.type,
                 row.access,
                 row.last_update,
-                key=row.property,
+                key=row.name,
             )
         if self.rows:
             table.move_cursor(row=min(keep, len(self.rows) - 1))
@@ -392,8 +292,8 @@ class DeviceScreen(Screen[None]):
             for wid, row in zip(ids, numeric, strict=True):
                 box.mount(
                     Horizontal(
-                        Label(row.property, classes="spark-name"),
-                        Sparkline(self.history.get(row.property, []), id=f"{wid}-line"),
+                        Label(row.name, classes="spark-name"),
+                        Sparkline(self.history.get(row.name, []), id=f"{wid}-line"),
                         Label("", classes="spark-last", id=f"{wid}-last"),
                         id=wid,
                         classes="spark-row",
@@ -406,7 +306,7 @@ class DeviceScreen(Screen[None]):
     def _fill_history(self) -> None:
         numeric = [r for r in self.rows if r.numeric]
         for i, row in enumerate(numeric):
-            values = self.history.get(row.property, [])
+            values = self.history.get(row.name, [])
             lines = self.query(f"#spark-{i}-line").results(Sparkline)
             for line in lines:
                 line.data = list(values)
@@ -426,27 +326,28 @@ class DeviceScreen(Screen[None]):
         if not self.rows or table.cursor_row < 0 or table.cursor_row >= len(self.rows):
             return
         row = self.rows[table.cursor_row]
-        mprop = self.model.property(row.property) if self.model is not None else None
+        mprop = self.model.property(row.name) if self.model is not None else None
         if mprop is not None and not mprop.writable:
-            self.notify(f"{row.property} is ReadOnly: it has no desired value", severity="error")
+            self.notify(f"{row.name} is ReadOnly: it has no desired value", severity="error")
             return
-        if self.device is not None and self.device.property(row.property) is None:
-            self.notify(f"{row.property} is not in the device's spec", severity="error")
+        if self.device is not None and self.device.property(row.name) is None:
+            self.notify(f"{row.name} is not in the device's spec", severity="error")
             return
 
         def done(value: str | None) -> None:
             if value is not None:
-                self._write(row.property, value)
+                self._write(row.name, value)
 
+        current = row.desired or row.reported
         self.app.push_screen(
-            DesiredValueScreen(self.device_name, row.property, mprop, row.desired or row.reported), done
+            DesiredValueScreen(self.device, self.model, self.device_name, row.name, current), done
         )
 
     @work(group="device-edit")
     async def _write(self, prop: str, value: str) -> None:
         try:
             await set_desired(self.client, self.namespace, self.device_name, prop, value)
-        except (ClientError, DeviceEditError) as exc:
+        except (ClientError, TwinEditError) as exc:
             detail = "; ".join(exc.field_errors) if isinstance(exc, ApiError) and exc.causes else str(exc)
             self.notify(f"setting {prop} failed: {detail}", severity="error", timeout=10)
             return

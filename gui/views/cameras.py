@@ -38,8 +38,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.camera import is_camera
 from gui.camera import CameraRef, CameraWall, FrameFeed, Picture, TileStats
-from gui.rows import is_camera
 from gui.session import Session
 from gui.settings import Settings
 from gui.views.common import InlineMessage

@@ -35,11 +35,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.query import FilterError, parse_filter
 from gui.describe import describe, events_for, to_yaml
-from gui.errors import FilterError
 from gui.logs import MAX_LINES, LogFollower
 from gui.rollout import RolloutController
-from gui.rows import SPECS, Key, Kind, Row, parse_filter
+from gui.rows import SPECS, Key, Kind, Row
 from gui.session import Session
 from gui.settings import Settings
 from gui.twin import TwinController

@@ -11,9 +11,10 @@ import pytest
 from PySide6.QtCore import QModelIndex, Qt
 
 from app.client import WatchEvent
+from app.query import parse_filter
 from gui.bridge import AsyncBridge, BridgeStopped, Mailbox
 from gui.fleet import BUDGET_S, Fleet, StaticSource
-from gui.rows import SPECS, Key, Row, parse_filter, project_pod
+from gui.rows import SPECS, Key, Row, project_pod
 from gui.tablemodel import KEY_ROLE, ResourceTableModel
 
 from .conftest import fixed_objects, pod, wait_until

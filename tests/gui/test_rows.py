@@ -11,6 +11,8 @@ import pytest
 
 from app.devices import parse_device, parse_device_model
 from app.manifest import parse
+from app.query import FilterError, parse_filter
+from app.twinview import twin_rows, twin_summary, validate_desired
 from gui import rows as rows_module
 from gui.cli import GuiCommand, target_from_args
 from gui.deploy import (
@@ -21,7 +23,6 @@ from gui.deploy import (
     with_node_selector,
 )
 from gui.describe import describe, events_for, to_yaml
-from gui.errors import FilterError
 from gui.fleet import ChangeBuffer, LinkChange, prepare_resync
 from gui.overview import summarize
 from gui.rows import (
@@ -29,18 +30,16 @@ from gui.rows import (
     Key,
     Row,
     RowIndex,
-    parse_filter,
     project_deployment,
     project_device,
     project_event,
     project_node,
     project_pod,
     sort_key,
-    twin_summary,
     with_pods,
 )
 from gui.target import Target
-from gui.twin import Series, twin_rows, validate_desired
+from gui.twin import Series
 
 from .conftest import deployment, device, event, fixed_objects, node, pod
 

@@ -13,6 +13,7 @@ from PySide6.QtCore import QSettings, Qt
 
 from app.client import WatchEvent
 from app.devices import parse_device, parse_device_model
+from app.twinview import twin_rows
 from gui.bridge import AsyncBridge
 from gui.camera import SyntheticFeed
 from gui.fleet import StaticSource
@@ -20,7 +21,7 @@ from gui.rows import KINDS
 from gui.session import Session
 from gui.settings import Settings
 from gui.target import Target
-from gui.twin import DESIRED_COLUMN, TwinController, TwinTableModel, twin_rows
+from gui.twin import DESIRED_COLUMN, TwinController, TwinTableModel
 from gui.views.deploy import DeployPage
 from gui.views.overview import OverviewPage
 from gui.views.resources import ResourcePage

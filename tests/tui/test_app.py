@@ -10,25 +10,22 @@ from textual.widgets import Input, RichLog, Static
 from app.client import AsyncClient, WatchEvent
 from app.clientmodels import format_bytes, parse_quantity
 from app.launcher import LocalCluster
+from app.query import Filter, FilterError, parse_filter, parse_selector
+from app.twinview import twin_summary
 from tui.app import FleetApp
 from tui.data import (
     VIEWS,
     CloudSource,
     Corpus,
-    Filter,
-    FilterError,
     NodeUsage,
     PerNode,
     StaticSource,
     Store,
     cell_text,
     filter_rows,
-    parse_filter,
     parse_node_metrics,
-    parse_selector,
     project_node,
     project_pod,
-    twin_summary,
     visible_rows,
 )
 from tui.edge import EdgeSource
@@ -281,6 +278,12 @@ def cloud_app(c: LocalCluster, **kwargs: Any) -> FleetApp:
 
 
 @pytest.mark.slow
+def shown_text(app: FleetApp, selector: str) -> str:
+    """What a Static of the current screen shows ("" while it is not mounted: a slow machine's frame)."""
+    found = app.screen.query(selector)
+    return str(found.first(Static).render()) if found else ""
+
+
 async def test_live_views_logs_and_delete(live: LocalCluster) -> None:
     app = cloud_app(live)
     async with app.run_test(size=SIZE) as pilot:
@@ -297,10 +300,10 @@ async def test_live_views_logs_and_delete(live: LocalCluster) -> None:
         assert isinstance(app.screen, PodScreen)
         await pilot.press("d")
         await until(
-            lambda: f"Name:         {pod_name}" in str(app.screen.query_one("#pod-text", Static).render()),
-            pilot,
+            lambda: f"Name:         {pod_name}" in shown_text(app, "#pod-text"), pilot, what="describe"
         )
         await pilot.press("l")
+        await until(lambda: bool(app.screen.query("#pod-logs")), pilot, what="the log pane")
         log = app.screen.query_one("#pod-logs", RichLog)
         await until(lambda: any("tick" in line for line in app.screen.log_lines), pilot, what="a log line")  # type: ignore[attr-defined]
         assert log.lines
