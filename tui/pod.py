@@ -12,9 +12,9 @@ WebSocket/SPDY stream kubectl already speaks, and a real terminal needs the real
 pod (its Deployment makes a new one) at the cloud, or asks the edge to restart its containers when
 attached with ``--edge``. ``readonly`` hides and refuses every write key (restart, delete, exec).
 
-:func:`describe_pod` is a small ``kubectl describe``-like formatter (no describe helper exists in app/):
-the fields an engineer reads first, then the pod's events. Deliberately not done: container selection for
-multi-container logs (the first container is followed; ``c`` cycles through them) and previous logs.
+The describe text is ``app.describe``'s (shared with the GUI): the fields an engineer reads first, then
+the pod's events. Deliberately not done: container selection for multi-container logs (the first
+container is followed; ``c`` cycles through them) and previous logs.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import collections
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import yaml
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -36,6 +36,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static
 
 from app.client import ClientError
+from app.describe import describe_pod, to_yaml
 from app.resources import JSONObject
 from tui.data import Source, TuiError, describe_error
 from tui.views import ConfirmScreen
@@ -52,68 +53,6 @@ def _d(value: Any) -> JSONObject:
 
 def _l(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def describe_pod(pod: JSONObject, events: Iterable[JSONObject] = ()) -> str:
-    """A ``kubectl describe pod``-like text: identity, placement, conditions, containers, events."""
-    m, spec, status = _d(pod.get("metadata")), _d(pod.get("spec")), _d(pod.get("status"))
-    out = [
-        f"Name:         {m.get('name', '')}",
-        f"Namespace:    {m.get('namespace', '')}",
-        f"Node:         {spec.get('nodeName') or '<none>'}",
-        f"Start Time:   {status.get('startTime') or '<unknown>'}",
-        "Labels:       "
-        + (", ".join(f"{k}={v}" for k, v in sorted(_d(m.get("labels")).items())) or "<none>"),
-        f"Status:       {'Terminating' if m.get('deletionTimestamp') else status.get('phase', 'Unknown')}",
-        f"IP:           {status.get('podIP') or '<none>'}",
-    ]
-    owners = [f"{_d(o).get('kind')}/{_d(o).get('name')}" for o in _l(m.get("ownerReferences"))]
-    out.append(f"Controlled By: {', '.join(owners) or '<none>'}")
-    statuses = {str(_d(s).get("name")): _d(s) for s in _l(status.get("containerStatuses"))}
-    out.append("Containers:")
-    for c in (_d(x) for x in _l(spec.get("containers"))):
-        name = str(c.get("name", ""))
-        st = statuses.get(name, {})
-        state = _d(st.get("state"))
-        state_name = next(iter(state), "unknown")
-        detail = _d(state.get(state_name))
-        out += [
-            f"  {name}:",
-            f"    Image:         {c.get('image', '')}",
-            f"    Command:       {' '.join(map(str, _l(c.get('command')) + _l(c.get('args')))) or '-'}",
-            f"    State:         {state_name.capitalize()}"
-            + (f" ({detail['reason']})" if detail.get("reason") else ""),
-        ]
-        if detail.get("message"):
-            out.append(f"      Message:     {detail['message']}")
-        if "exitCode" in detail:
-            out.append(f"      Exit Code:   {detail['exitCode']}")
-        last = _d(_d(st.get("lastState")).get("terminated"))
-        if last:
-            out.append(
-                f"    Last State:    Terminated ({last.get('reason', '')}, exit {last.get('exitCode', '?')})"
-            )
-        out += [
-            f"    Ready:         {st.get('ready') is True}",
-            f"    Restart Count: {st.get('restartCount', 0)}",
-        ]
-        env = [f"{_d(e).get('name')}={_d(e).get('value', '<from source>')}" for e in _l(c.get("env"))]
-        if env:
-            out.append("    Environment:   " + ", ".join(env))
-    conditions = [_d(c) for c in _l(status.get("conditions"))]
-    if conditions:
-        out.append("Conditions:")
-        out += [f"  {c.get('type', ''):<18} {c.get('status', '')}" for c in conditions]
-    evs = list(events)
-    out.append("Events:" + ("" if evs else "       <none>"))
-    for ev in evs:
-        when = ev.get("lastTimestamp") or ev.get("eventTime") or ev.get("firstTimestamp") or ""
-        out.append(f"  {ev.get('type', ''):<8} {ev.get('reason', ''):<16} {when}  {ev.get('message', '')}")
-    return "\n".join(out)
-
-
-def pod_yaml(pod: JSONObject) -> str:
-    return yaml.safe_dump(pod, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 class PodScreen(Screen[None]):
@@ -162,6 +101,11 @@ class PodScreen(Screen[None]):
         self.log_lines: collections.deque[str] = collections.deque(maxlen=MAX_LOG_LINES)
         self._logs_started = False
 
+    def _now(self) -> float:
+        """The app's clock (a fixed one in snapshot tests), in epoch seconds."""
+        clock = getattr(self.app, "clock", None)
+        return clock().timestamp() if callable(clock) else time.time()
+
     def compose(self) -> ComposeResult:
         yield Static(f"pod {self.namespace}/{self.pod_name}", id="pod-title")
         with VerticalScroll(id="pod-text-scroll"):
@@ -207,7 +151,9 @@ class PodScreen(Screen[None]):
             logs.focus()
         else:
             text.update(
-                describe_pod(self.pod, self.events) if self.pane == "describe" else pod_yaml(self.pod)
+                describe_pod(self.pod, self.events, self._now())
+                if self.pane == "describe"
+                else to_yaml(self.pod)
             )
             scroll.focus()
         self.query_one("#pod-title", Static).update(title)

@@ -35,8 +35,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.describe import describe, to_yaml
 from app.query import FilterError, parse_filter
-from gui.describe import describe, events_for, to_yaml
+from gui.describe import events_for
 from gui.logs import MAX_LINES, LogFollower
 from gui.rollout import RolloutController
 from gui.rows import SPECS, Key, Kind, Row

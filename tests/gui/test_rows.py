@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.describe import describe, to_yaml
 from app.devices import parse_device, parse_device_model
 from app.manifest import parse
 from app.query import FilterError, parse_filter
@@ -22,7 +23,7 @@ from gui.deploy import (
     parse_node_selector,
     with_node_selector,
 )
-from gui.describe import describe, events_for, to_yaml
+from gui.describe import events_for
 from gui.fleet import ChangeBuffer, LinkChange, prepare_resync
 from gui.overview import summarize
 from gui.rows import (

@@ -9,6 +9,7 @@ from textual.widgets import Input, RichLog, Static
 
 from app.client import AsyncClient, WatchEvent
 from app.clientmodels import format_bytes, parse_quantity
+from app.describe import describe_pod
 from app.launcher import LocalCluster
 from app.query import Filter, FilterError, parse_filter, parse_selector
 from app.twinview import twin_summary
@@ -29,7 +30,7 @@ from tui.data import (
     visible_rows,
 )
 from tui.edge import EdgeSource
-from tui.pod import PodScreen, describe_pod
+from tui.pod import PodScreen
 from tui.views import ConfirmScreen, HelpScreen
 
 from .conftest import NOW, deployment, device, edge_url, fixed_clock, fixed_objects, node, pod, until
@@ -165,11 +166,13 @@ def test_twin_summary() -> None:
 
 def test_describe_shows_the_pod_and_its_events() -> None:
     text = describe_pod(
-        pod("crash-1", "edge-b", restarts=7, reason="CrashLoopBackOff"), fixed_objects()["events"][:1]
+        pod("crash-1", "edge-b", restarts=7, reason="CrashLoopBackOff"),
+        fixed_objects()["events"][:1],
+        NOW.timestamp(),
     )
-    assert "Name:         crash-1" in text
-    assert "Node:         edge-b" in text
-    assert "Restart Count: 7" in text
+    assert "Name:           crash-1" in text
+    assert "Node:           edge-b" in text
+    assert "Restart Count:  7" in text
     assert "BackOff" in text
 
 
@@ -300,7 +303,7 @@ async def test_live_views_logs_and_delete(live: LocalCluster) -> None:
         assert isinstance(app.screen, PodScreen)
         await pilot.press("d")
         await until(
-            lambda: f"Name:         {pod_name}" in shown_text(app, "#pod-text"), pilot, what="describe"
+            lambda: f"Name:           {pod_name}" in shown_text(app, "#pod-text"), pilot, what="describe"
         )
         await pilot.press("l")
         await until(lambda: bool(app.screen.query("#pod-logs")), pilot, what="the log pane")
