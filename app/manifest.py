@@ -264,3 +264,27 @@ def diff_against_live(live: JSONObject | None, manifest: ManifestObject, context
             n=context,
         )
     )
+
+
+# What a deploy editor opens with when it has no file: a Deployment to edit into one's own.
+STARTER_MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: my-app
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: my-app
+  template:
+    metadata:
+      labels:
+        app: my-app
+    spec:
+      containers:
+      - name: main
+        image: example/my-app:1
+        command: ["sleep", "infinity"]
+"""

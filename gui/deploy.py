@@ -37,28 +37,6 @@ from gui.rows import Row
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: my-app
-  namespace: default
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: my-app
-  template:
-    metadata:
-      labels:
-        app: my-app
-    spec:
-      containers:
-      - name: main
-        image: example/my-app:1
-        command: ["sleep", "infinity"]
-"""
-
 
 class SelectorError(GuiError):
     """A node selector that cannot be a ``nodeSelector`` (only ``key=value`` pairs can)."""

@@ -34,33 +34,11 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Static, TextArea
 
 from app.client import ApiError, AsyncClient, ClientError, NotFound
-from app.manifest import ManifestError, ManifestObject, diff_against_live, parse
+from app.manifest import STARTER_MANIFEST, ManifestError, ManifestObject, diff_against_live, parse
 from app.resources import DEPLOYMENTS, JSONObject
 from tui.rollout import RolloutScreen
 
 logger = logging.getLogger(__name__)
-
-TEMPLATE = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: my-app
-  namespace: default
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: my-app
-  template:
-    metadata:
-      labels:
-        app: my-app
-    spec:
-      containers:
-      - name: main
-        image: example/my-app:1
-        command: ["sleep", "infinity"]
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +160,7 @@ class DeployScreen(Screen[None]):
         mode = "  ·  read-only: diff only" if self.readonly else ""
         yield Static(f"Deploy  ·  {where}{mode}", id="title")
         yield TextArea(
-            "" if self.path else TEMPLATE, id="editor", show_line_numbers=True, tab_behavior="indent"
+            "" if self.path else STARTER_MANIFEST, id="editor", show_line_numbers=True, tab_behavior="indent"
         )
         yield Static("", id="problems")
         yield Footer()

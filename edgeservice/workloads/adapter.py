@@ -56,7 +56,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -77,6 +77,7 @@ from app.twin import BAD_REQUEST_CODE, TwinPatch, TwinUpdate
 from edgeservice.errors import EdgeError
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")  # a workload's parsed config
 
 EXIT_CONFIG = 2  # bad config: the usage-error code argparse uses too
 DEFAULT_COLLECT_MS = 1000
@@ -233,10 +234,9 @@ def parse_config(
     return AdapterConfig(parse_broker(broker), tuple(devices), threshold)
 
 
-def load_config(
-    path: Path, protocol: str, validate: Callable[[DeviceConfig, str], None] | None = None
-) -> AdapterConfig:
-    """Read and validate the config file; every problem is a ConfigError naming the file."""
+def read_config(path: Path, parse: Callable[[Any], C]) -> C:
+    """A workload's JSON config file, validated by ``parse``; every problem is a ConfigError naming the
+    file (and the field)."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -244,9 +244,33 @@ def load_config(
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not JSON: {exc}", path=str(path)) from exc
     try:
-        return parse_config(obj, protocol, validate)
+        return parse(obj)
     except ConfigError as exc:
         raise ConfigError(exc.message, path=str(path), field=exc.field) from exc
+
+
+def load_config(
+    path: Path, protocol: str, validate: Callable[[DeviceConfig, str], None] | None = None
+) -> AdapterConfig:
+    """Read and validate an adapter's config file; every problem is a ConfigError naming the file."""
+    return read_config(path, lambda obj: parse_config(obj, protocol, validate))
+
+
+def workload_arguments(
+    module: str, description: str, argv: Sequence[str] | None, config_help: str
+) -> argparse.Namespace:
+    """The command line every workload takes (``--config FILE``, ``--log-level``), with logging set up on
+    stderr (the pod's log) at that level."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--config", required=True, type=Path, help=config_help)
+    parser.add_argument("--log-level", default=os.environ.get("FLEETOPS_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return args
 
 
 # Topics and payloads ---------------------------------------------------------------------------------------
@@ -689,17 +713,11 @@ async def serve_until_signalled(run: Callable[[], Coroutine[Any, Any, None]], na
 def main(spec: AdapterSpec, argv: Sequence[str] | None = None) -> int:
     """``python -m edgeservice.workloads.<protocol> --config FILE``: 0 when stopped by SIGTERM/SIGINT,
     :data:`EXIT_CONFIG` on a bad config."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m edgeservice.workloads.{spec.protocol}",
-        description=f"FleetOps {spec.protocol} protocol adapter",
-    )
-    parser.add_argument("--config", required=True, type=Path, help="JSON config file (broker, devices)")
-    parser.add_argument("--log-level", default=os.environ.get("FLEETOPS_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    args = workload_arguments(
+        f"edgeservice.workloads.{spec.protocol}",
+        f"FleetOps {spec.protocol} protocol adapter",
+        argv,
+        "JSON config file (broker, devices)",
     )
     # The protocol libraries log every failed connection attempt; with a device away for a day that is a
     # line per collect cycle. The adapter reports the transitions itself (online/offline), once each.

@@ -34,7 +34,6 @@ across restarts (a restarted pod starts a fresh window); aggregating ``expected`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -57,7 +56,9 @@ from edgeservice.workloads.adapter import (
     mqtt_session,
     now_ms,
     parse_broker,
+    read_config,
     serve_until_signalled,
+    workload_arguments,
 )
 
 log = logging.getLogger(__name__)
@@ -106,16 +107,7 @@ def parse_config(obj: Any) -> AggregatorConfig:
 
 def load_config(path: Path) -> AggregatorConfig:
     """Read and validate the config file; every problem is a ConfigError naming the file."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config: {exc.strerror}", path=str(path)) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not JSON: {exc}", path=str(path)) from exc
-    try:
-        return parse_config(obj)
-    except ConfigError as exc:
-        raise ConfigError(exc.message, path=str(path), field=exc.field) from exc
+    return read_config(path, parse_config)
 
 
 # Pure window logic -----------------------------------------------------------------------------------------
@@ -324,17 +316,11 @@ class Aggregator:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edgeservice.workloads.aggregator --config FILE``: 0 when stopped by SIGTERM/SIGINT,
     :data:`EXIT_CONFIG` on a bad config. The last, partial window is not published on shutdown."""
-    parser = argparse.ArgumentParser(
-        prog="python -m edgeservice.workloads.aggregator",
-        description="FleetOps telemetry aggregator",
-    )
-    parser.add_argument("--config", required=True, type=Path, help="JSON config file (broker, window)")
-    parser.add_argument("--log-level", default=os.environ.get("FLEETOPS_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    args = workload_arguments(
+        "edgeservice.workloads.aggregator",
+        "FleetOps telemetry aggregator",
+        argv,
+        "JSON config file (broker, window)",
     )
     try:
         config = load_config(args.config)

@@ -29,7 +29,6 @@ to disk, and PTZ controls.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -70,9 +69,11 @@ from edgeservice.workloads.adapter import (
     mqtt_session,
     now_ms,
     parse_broker,
+    read_config,
     serve_until_signalled,
     state_payload,
     state_topic,
+    workload_arguments,
 )
 from edgeservice.workloads.capture import FrameSource, capture_loop
 
@@ -126,16 +127,8 @@ def parse_config(obj: Any) -> CameraConfig:
 
 
 def load_config(path: Path) -> CameraConfig:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config: {exc.strerror}", path=str(path)) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not JSON: {exc}", path=str(path)) from exc
-    try:
-        return parse_config(obj)
-    except ConfigError as exc:
-        raise ConfigError(exc.message, path=str(path), field=exc.field) from exc
+    """Read and validate the config file; every problem is a ConfigError naming the file."""
+    return read_config(path, parse_config)
 
 
 class CameraStreamer:
@@ -314,16 +307,8 @@ class CameraWorkload:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edgeservice.workloads.camera --config FILE``: 0 when stopped by SIGTERM/SIGINT,
     :data:`EXIT_CONFIG` on a bad config."""
-    parser = argparse.ArgumentParser(
-        prog="python -m edgeservice.workloads.camera", description="FleetOps camera workload"
-    )
-    parser.add_argument("--config", required=True, type=Path, help="JSON config file (broker, devices)")
-    parser.add_argument("--log-level", default=os.environ.get("FLEETOPS_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    args = workload_arguments(
+        "edgeservice.workloads.camera", "FleetOps camera workload", argv, "JSON config file (broker, devices)"
     )
     try:
         config = load_config(args.config)

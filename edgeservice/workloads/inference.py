@@ -63,9 +63,7 @@ immediate message per event keep the link's load independent of the frame rate).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -118,9 +116,11 @@ from edgeservice.workloads.adapter import (
     mqtt_session,
     now_ms,
     parse_broker,
+    read_config,
     serve_until_signalled,
     state_topic,
     twin_update_topic,
+    workload_arguments,
 )
 from edgeservice.workloads.aggregator import Window, data_topic, samples_of
 from edgeservice.workloads.capture import FrameSlot, FrameSource, capture_loop, check_source
@@ -227,16 +227,7 @@ def parse_config(obj: Any, config_dir: Path | None = None) -> WorkloadConfig:
 
 def load_config(path: Path) -> WorkloadConfig:
     """Read and validate the config file; every problem is a ConfigError naming the file."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config: {exc.strerror}", path=str(path)) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not JSON: {exc}", path=str(path)) from exc
-    try:
-        return parse_config(obj, path.parent)
-    except ConfigError as exc:
-        raise ConfigError(exc.message, path=str(path), field=exc.field) from exc
+    return read_config(path, lambda obj: parse_config(obj, path.parent))
 
 
 # Sources ---------------------------------------------------------------------------------------------------
@@ -658,16 +649,11 @@ class InferenceWorkload:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edgeservice.workloads.inference --config FILE``: 0 when stopped by SIGTERM/SIGINT,
     :data:`EXIT_CONFIG` on a bad config or a model that cannot be used."""
-    parser = argparse.ArgumentParser(
-        prog="python -m edgeservice.workloads.inference", description="FleetOps ONNX inference workload"
-    )
-    parser.add_argument("--config", required=True, type=Path, help="JSON config file (broker, source, model)")
-    parser.add_argument("--log-level", default=os.environ.get("FLEETOPS_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    args = workload_arguments(
+        "edgeservice.workloads.inference",
+        "FleetOps ONNX inference workload",
+        argv,
+        "JSON config file (broker, source, model)",
     )
     try:
         config = load_config(args.config)

@@ -30,10 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.manifest import ManifestObject
+from app.manifest import STARTER_MANIFEST, ManifestObject
 from app.resources import DEPLOYMENTS
 from gui.deploy import (
-    TEMPLATE,
     Applied,
     Check,
     DeployController,
@@ -83,7 +82,7 @@ class DeployPage(QWidget):
         left_box.setContentsMargins(0, 0, 0, 0)
         self.editor = CodeEditor()
         self.highlighter = YamlHighlighter(self.editor.document())
-        self.editor.setPlainText(settings.text("deploy/manifest", TEMPLATE) or TEMPLATE)
+        self.editor.setPlainText(settings.text("deploy/manifest", STARTER_MANIFEST) or STARTER_MANIFEST)
         left_box.addWidget(self.editor, 1)
         self.problems = QListWidget()
         self.problems.setMaximumHeight(120)

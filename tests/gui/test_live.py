@@ -19,9 +19,9 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.launcher import FLEETOPS, LocalCluster, Proc
+from app.manifest import STARTER_MANIFEST
 from app.resources import JSONObject
 from gui.bridge import AsyncBridge
-from gui.deploy import TEMPLATE
 from gui.settings import Settings
 from gui.target import Target
 from gui.twin import DESIRED_COLUMN
@@ -123,7 +123,7 @@ spec:
 
 def web(image: str) -> str:
     return (
-        TEMPLATE.replace("my-app", "web")
+        STARTER_MANIFEST.replace("my-app", "web")
         .replace("example/web:1", image)
         .replace('command: ["sleep", "infinity"]', 'command: ["sleep", "3600"]')
         + "      terminationGracePeriodSeconds: 1\n"

@@ -20,9 +20,10 @@ from textual.widgets import DataTable, ProgressBar, Static
 
 from app.client import AsyncClient, NotFound
 from app.launcher import LocalCluster, tail
+from app.manifest import STARTER_MANIFEST
 from app.resources import DEPLOYMENTS, JSONObject
 from app.rollout import history
-from tui.deploy import TEMPLATE, DeployScreen, DiffScreen
+from tui.deploy import DeployScreen, DiffScreen
 from tui.rollout import ConfirmRollback, RolloutScreen
 
 NS = "default"
@@ -99,7 +100,7 @@ async def test_bad_manifest_is_reported_and_kept(client: AsyncClient) -> None:
     app = Host(screen)
     bad = WEB + "---\napiVersion: v1\nkind: Gadget\nmetadata: {name: g}\n---\nkind: [\n"
     async with app.run_test(size=(120, 40)) as pilot:
-        assert screen.editor.text == TEMPLATE  # no file: the starting template
+        assert screen.editor.text == STARTER_MANIFEST  # no file: the starting template
         screen.editor.load_text(bad)
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "Gadget" in problems(screen), "the errors")
