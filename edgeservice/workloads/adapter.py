@@ -52,6 +52,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -688,6 +689,18 @@ async def _publish(client: aiomqtt.Client, outbox: Outbox) -> None:
 SHUTDOWN_TIMEOUT_S = 3.0
 
 
+# Seconds past SHUTDOWN_TIMEOUT_S after which a workload still running is ended by its watchdog.
+EXIT_GRACE_S = 2.0
+
+
+def _exit_now(name: str) -> None:
+    os.write(
+        2,
+        f"{name}: still running {SHUTDOWN_TIMEOUT_S + EXIT_GRACE_S:.0f} s after the stop; exiting\n".encode(),
+    )
+    os._exit(0)
+
+
 async def serve_until_signalled(run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
     """Run a workload until SIGTERM/SIGINT, then give it SHUTDOWN_TIMEOUT_S to close its connections.
     A fatal signal (SIGSEGV in a native library, SIGABRT) writes every thread's stack to the pod's log."""
@@ -699,6 +712,11 @@ async def serve_until_signalled(run: Callable[[], Coroutine[Any, Any, None]], na
     task = asyncio.create_task(run(), name=f"{name}.run")
     stopped = asyncio.create_task(stop.wait(), name=f"{name}.stop")
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    # A last resort that asyncio cannot defeat: whatever hangs on the way out (a library's stray task that
+    # ignores cancellation, asyncio.run's own clean-up waiting on it), the process ends in bounded time.
+    watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S + EXIT_GRACE_S, _exit_now, args=(name,))
+    watchdog.daemon = True
+    watchdog.start()
     stopped.cancel()
     task.cancel()
     try:
