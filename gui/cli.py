@@ -11,8 +11,10 @@ window from opening: the banner says why, and the watches keep retrying.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,16 +29,30 @@ def target_from_args(args: argparse.Namespace, last: Target | None) -> Target:
     """The :class:`Target` the arguments name (``last``: the server used last, from the settings)."""
     from gui.target import Target
 
+    timeout = float(getattr(args, "connect_timeout", 0.0) or 0.0)
     if args.server:
-        return Target(
+        target = Target(
             server=args.server,
             token=args.token,
             ca_file=args.certificate_authority,
             insecure=args.insecure_skip_tls_verify,
         )
-    if args.kubeconfig or args.context:
-        return Target(kubeconfig=args.kubeconfig or "", context=args.context)
-    return last or Target()
+    elif args.kubeconfig or args.context:
+        target = Target(kubeconfig=args.kubeconfig or "", context=args.context)
+    else:
+        target = last or Target()
+    return replace(target, connect_timeout=timeout) if timeout else target
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
 
 
 class GuiCommand:
@@ -52,6 +68,14 @@ class GuiCommand:
         parser.add_argument("--certificate-authority", default=None, help="CA file for --server")
         parser.add_argument(
             "--insecure-skip-tls-verify", action="store_true", help="do not verify --server's certificate"
+        )
+        parser.add_argument(
+            "--connect-timeout",
+            type=_seconds,
+            default=None,
+            metavar="SECONDS",
+            help="how long connecting (TCP and TLS) may take before the server counts as unreachable "
+            "(default: 10)",
         )
         parser.add_argument(
             "--page",

@@ -39,15 +39,16 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.client import AsyncClient, ClientError, Reflectors, WatchEvent
+from app.query import Filter
 from app.resources import JSONObject
-from gui.bridge import UI_FIRST, AsyncBridge, Job
+from gui.bridge import UI_FIRST, AsyncBridge, BridgeStopped, Job
 from gui.errors import describe_error
 from gui.rows import KINDS, RESOURCES, SPECS, Key, Kind, Row, TableSpec, sort_key, with_pods
 from gui.tablemodel import ResourceTableModel
@@ -60,6 +61,8 @@ CHUNK = 32  # changes applied between two looks at the clock
 AGE_EVERY = 10  # ticks between refreshes of the age columns (once a second)
 RETRY_AFTER_FAILURE_S = 10.0  # a watch refused for good (401, 403) is tried again after this long
 PROJECT_SLICE = 500  # objects projected between two steps aside for the UI thread (~3 ms of work)
+SORT_SLICE = 2000  # rows sorted between two steps aside for the UI thread (~2 ms of work)
+FILTER_SLICE = 2000  # rows filtered between two steps aside (a label selector: ~2 ms of work)
 # After a RESYNC this large is applied, what exists moves to the collector's permanent generation (see
 # Fleet._apply): a full collection over 100,000 pods' objects takes ~0.5 s and would stall the window.
 FREEZE_ABOVE = 20_000
@@ -225,6 +228,39 @@ async def _release(rows: dict[Key, Row]) -> None:
         await asyncio.sleep(0)
 
 
+def _merge_runs(runs: list[list[Row]], key: Callable[[Row], Any]) -> list[Row]:
+    """Sorted runs merged into one list, stepping aside for the UI thread between chunks."""
+    if len(runs) <= 1:
+        return runs[0] if runs else []
+    rows: list[Row] = []
+    merged = heapq.merge(*runs, key=key)
+    while chunk := list(itertools.islice(merged, PROJECT_SLICE * 4)):
+        rows.extend(chunk)
+        UI_FIRST.step_aside()
+    return rows
+
+
+async def _sort_in_slices(rows: list[Row], key: Callable[[Row], Any]) -> list[Row]:
+    """``sorted(rows, key=key)`` on the I/O thread, in slices that step aside for the UI thread (one
+    ``list.sort`` of 100,000 rows holds the GIL for tens of milliseconds at a time)."""
+    runs = []
+    for i in range(0, len(rows), SORT_SLICE):
+        runs.append(sorted(rows[i : i + SORT_SLICE], key=key))
+        UI_FIRST.step_aside()
+        await asyncio.sleep(0)
+    return _merge_runs(runs, key)
+
+
+async def _filter_in_slices(rows: list[Row], flt: Filter) -> list[Row]:
+    """``flt.apply(rows)`` on the I/O thread, in slices that step aside for the UI thread."""
+    kept: list[Row] = []
+    for i in range(0, len(rows), FILTER_SLICE):
+        kept.extend(flt.apply(rows[i : i + FILTER_SLICE]))
+        UI_FIRST.step_aside()
+        await asyncio.sleep(0)
+    return kept
+
+
 def prepare_resync(rows: list[Row], sorted_by: int) -> Resync:
     """The :class:`Resync` of ``rows`` (already sorted): runs on the I/O thread."""
     return Resync(
@@ -302,6 +338,9 @@ class Fleet(QObject):
         self.bridge = bridge
         self.source = source
         self.models: dict[Kind, ResourceTableModel] = {k: ResourceTableModel(SPECS[k], self) for k in KINDS}
+        for model in self.models.values():
+            model.sorter = self._sort_elsewhere
+            model.filterer = self._filter_elsewhere
         self.groups: dict[Kind, Counter[str]] = {k: Counter() for k in KINDS}
         self.pods_per_node: Counter[str] = Counter()
         self.link_changes: collections.deque[LinkChange] = collections.deque(maxlen=LINK_CHANGES_KEPT)
@@ -388,12 +427,7 @@ class Fleet(QObject):
             runs.append(run)
             UI_FIRST.step_aside()
             await asyncio.sleep(0)  # and let the other feeds and streams run
-        rows: list[Row] = runs[0] if len(runs) == 1 else []
-        if len(runs) > 1:
-            merged = heapq.merge(*runs, key=key)
-            while chunk := list(itertools.islice(merged, PROJECT_SLICE * 4)):
-                rows.extend(chunk)
-                UI_FIRST.step_aside()
+        rows = _merge_runs(runs, key)
         by_key: dict[Key, Row] = {}
         groups: Counter[str] = Counter()
         per_node: Counter[str] = Counter()
@@ -406,6 +440,39 @@ class Fleet(QObject):
         return Resync(rows, column, by_key, groups, per_node)
 
     # -- UI thread ------------------------------------------------------------------------------------
+
+    def _sort_elsewhere(self, model: ResourceTableModel, column: int, descending: bool) -> None:
+        """A large table's new sort order (and its filter's rows in it), prepared on the I/O thread
+        (see ``gui.tablemodel``)."""
+        ticket, rows = model.table.snapshot()
+        key, flt = sort_key(model.spec, column), model.table.filter
+
+        async def prepare() -> tuple[list[Row], list[Row]]:
+            ordered = await _sort_in_slices(rows, key)
+            return ordered, (await _filter_in_slices(ordered, flt) if not flt.empty else [])
+
+        try:
+            self.bridge.submit(
+                prepare(),
+                on_result=lambda out: model.finish_sort(ticket, column, descending, out[0], (flt, out[1])),
+                owner=model,
+                name=f"gui.sort[{model.spec.title}]",
+            )
+        except BridgeStopped:  # no I/O thread (closing): sort here, as a small table would
+            model.finish_sort(ticket, column, descending, sorted(rows, key=key))
+
+    def _filter_elsewhere(self, model: ResourceTableModel, flt: Filter) -> None:
+        """A large table's filter, applied on the I/O thread (see ``gui.tablemodel``)."""
+        ticket, rows = model.table.snapshot()
+        try:
+            self.bridge.submit(
+                _filter_in_slices(rows, flt),
+                on_result=lambda kept: model.finish_filter(ticket, flt, kept),
+                owner=model,
+                name=f"gui.filter[{model.spec.title}]",
+            )
+        except BridgeStopped:
+            model.finish_filter(ticket, flt, flt.apply(rows))
 
     def _tick(self) -> None:
         self._ticks += 1

@@ -506,6 +506,10 @@ class SortedRows:
         for chunk in self._chunks:
             yield from chunk
 
+    def flat(self) -> list[Row]:
+        """Every row in order, as one list (a copy of the pointers: ~1 ms at 100,000 rows)."""
+        return list(itertools.chain.from_iterable(self._chunks))
+
     def _starts(self) -> list[int]:
         if self._offsets is None:
             self._offsets = [0, *itertools.accumulate(map(len, self._chunks))][:-1]
@@ -582,6 +586,21 @@ class SortedRows:
 CHUNK_LOAD = 2000
 
 
+def _bring_up_to_date(
+    rows: SortedRows, touched: Mapping[Key, Row | None], now: Mapping[Key, Row], flt: Filter | None
+) -> None:
+    """``rows`` was made from a snapshot: replace the snapshot's version of each ``touched`` key by the
+    current one (or none), keeping only rows ``flt`` matches when there is a filter."""
+    for k, old in touched.items():
+        if old is not None and (flt is None or flt.matches(old)):
+            i = rows.find(old)
+            if i is not None:
+                rows.pop(i)
+        new = now.get(k)
+        if new is not None and (flt is None or flt.matches(new)):
+            rows.insert(new)
+
+
 class RowIndex:
     """Rows by key, in sort order, and the filtered subset: see the module docstring."""
 
@@ -594,6 +613,10 @@ class RowIndex:
         self._key = sort_key(spec, self.sort_column)
         self._order = SortedRows(self._key)
         self._visible = self._order
+        # Snapshots being sorted or filtered elsewhere (see snapshot), by ticket: per key changed since,
+        # the row the snapshot holds (None: the key was not there).
+        self._ticket = 0
+        self._pending: dict[int, dict[Key, Row | None]] = {}
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -636,6 +659,7 @@ class RowIndex:
         order = list(rows)
         if not presorted:
             order.sort(key=self._key)
+        self._pending.clear()  # what is prepared from the previous rows is moot
         previous = self.rows
         self.rows = by_key if by_key is not None else {r.key: r for r in order}
         self._order = SortedRows(self._key, order)
@@ -658,11 +682,65 @@ class RowIndex:
         if not 0 <= column < len(self.spec.columns):
             column = self.spec.sort_column
         if column != self.sort_column:
+            self._pending.clear()  # snapshots in the old order
             self.sort_column = column
             self._key = sort_key(self.spec, column)
             self._order = SortedRows(self._key, sorted(self._order, key=self._key))
             self._refilter()
         self.descending = descending
+
+    def snapshot(self) -> tuple[int, list[Row]]:
+        """The rows in the current order (a copy) to sort or filter elsewhere, and the ticket to adopt the
+        result with (:meth:`adopt_sort`, :meth:`adopt_filter`). Until then the index notes which keys
+        change, so that the result can be brought up to date. :meth:`reset`, or a new order, voids it."""
+        self._ticket += 1
+        self._pending[self._ticket] = {}
+        return self._ticket, self._order.flat()
+
+    def adopt_sort(
+        self,
+        ticket: int,
+        column: int,
+        descending: bool,
+        ordered: list[Row],
+        kept: tuple[Filter, list[Row]] | None = None,
+    ) -> bool:
+        """Show the rows in ``column``'s order, given ``ordered``: the snapshot of ``ticket`` sorted by
+        ``sort_key(spec, column)``, and ``kept``: a filter and the rows of ``ordered`` it keeps (used
+        when it is still the filter shown, else the filter runs here). The rows changed since the
+        snapshot are taken out and put back as they are now (a bisection each), so no live change is
+        lost. False (nothing changes) when the ticket is void: the rows were replaced meanwhile, or
+        another order was asked for since."""
+        touched = self._pending.pop(ticket, None)
+        if touched is None or not 0 <= column < len(self.spec.columns):
+            return False
+        self._pending.clear()  # the other snapshots are in the old order
+        key = sort_key(self.spec, column)
+        order = SortedRows(key, ordered)
+        _bring_up_to_date(order, touched, self.rows, None)
+        self.sort_column, self._key, self._order = column, key, order
+        if kept is not None and kept[0] == self.filter and not self.filter.empty:
+            self._visible = SortedRows(key, kept[1])
+            _bring_up_to_date(self._visible, touched, self.rows, self.filter)
+        else:
+            self._refilter()
+        self.descending = descending
+        return True
+
+    def adopt_filter(self, ticket: int, flt: Filter, kept: list[Row]) -> bool:
+        """Show the rows ``flt`` keeps, given ``kept``: ``flt.apply`` of the snapshot of ``ticket``. The
+        rows changed since are brought up to date as in :meth:`adopt_sort`. False when the ticket is
+        void."""
+        touched = self._pending.pop(ticket, None)
+        if touched is None:
+            return False
+        self.filter = flt
+        if flt.empty:
+            self._visible = self._order
+        else:
+            self._visible = SortedRows(self._key, kept)
+            _bring_up_to_date(self._visible, touched, self.rows, flt)
+        return True
 
     def _refilter(self) -> None:
         if self.filter.empty:
@@ -678,8 +756,12 @@ class RowIndex:
         filtered = self.filtered
         moves: list[tuple[Row | None, Row | None]] = []
         first, last = -1, -1
+        pending = self._pending.values()
         for key, new in changes:
             old = self.rows.get(key)
+            for touched in pending:
+                if key not in touched:
+                    touched[key] = old
             if old is None and new is None:
                 continue
             if old is None or new is None or key_of(old) != key_of(new):

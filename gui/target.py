@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.client import AsyncClient
+from app.client import DEFAULT_CONNECT_TIMEOUT, AsyncClient
 from app.kubeconfig import KubeconfigError
 from gui.errors import TargetError
 
@@ -28,7 +28,9 @@ def default_kubeconfig() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A server to connect to: a kubeconfig (and context), or a URL with a token."""
+    """A server to connect to: a kubeconfig (and context), or a URL with a token. ``connect_timeout`` is
+    how long a new connection (TCP and TLS handshake) may take before the server counts as unreachable;
+    it is not remembered."""
 
     kubeconfig: str = ""
     context: str | None = None
@@ -36,6 +38,13 @@ class Target:
     token: str = field(default="", repr=False, compare=False)
     ca_file: str | None = None
     insecure: bool = False
+    connect_timeout: float = field(default=DEFAULT_CONNECT_TIMEOUT, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.connect_timeout > 0:
+            raise TargetError(
+                f"the connect timeout must be a positive number of seconds, not {self.connect_timeout}"
+            )
 
     @property
     def label(self) -> str:
@@ -49,7 +58,7 @@ class Target:
         return bool(self.server) and not self.token
 
     def with_token(self, token: str) -> Target:
-        return Target(self.kubeconfig, self.context, self.server, token, self.ca_file, self.insecure)
+        return replace(self, token=token)
 
     def to_settings(self) -> dict[str, str]:
         """What QSettings keeps (never the token)."""
@@ -77,8 +86,16 @@ class Target:
     def client(self) -> AsyncClient:
         """A client for this target; :class:`TargetError` when the kubeconfig cannot be used."""
         if self.server:
-            return AsyncClient(self.server, self.token, ca_file=self.ca_file, insecure=self.insecure)
+            return AsyncClient(
+                self.server,
+                self.token,
+                ca_file=self.ca_file,
+                insecure=self.insecure,
+                connect_timeout=self.connect_timeout,
+            )
         try:
-            return AsyncClient.from_kubeconfig(self.kubeconfig or default_kubeconfig(), self.context)
+            return AsyncClient.from_kubeconfig(
+                self.kubeconfig or default_kubeconfig(), self.context, connect_timeout=self.connect_timeout
+            )
         except KubeconfigError as exc:
             raise TargetError(str(exc)) from exc

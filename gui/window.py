@@ -6,7 +6,8 @@ watches retry by themselves and the tables keep the last state they saw), and th
 connection indicator and counts.
 
 Everything the window shows lives in a :class:`~gui.session.Session`; "Connect to" (recent servers from
-QSettings, or another URL) closes the session and builds the pages again on a new one. The window
+QSettings, or another URL) closes the session and builds the pages again on a new one at once: the old
+session's sockets close on the I/O thread meanwhile (a server that hangs cannot stall the switch). The window
 restores and saves its geometry, dock state, splitters, table headers, filters and last page
 (:mod:`gui.settings`).
 """
@@ -36,7 +37,7 @@ from gui.camera import FrameFeed
 from gui.errors import TargetError
 from gui.fleet import Connection, StaticSource
 from gui.rows import KINDS, SPECS, Kind
-from gui.session import Session
+from gui.session import CLOSE_TIMEOUT, Session, wait_all
 from gui.settings import Settings
 from gui.target import Target
 from gui.views.cameras import CameraPage
@@ -109,6 +110,7 @@ class MainWindow(QMainWindow):
         self.resize(1360, 860)
         self.pages: dict[str, QWidget] = {}
         self.session: Session | None = None
+        self._closing: list[Session] = []  # closed sessions whose sockets may still be closing
 
         central = QWidget()
         outer = QVBoxLayout(central)
@@ -256,7 +258,9 @@ class MainWindow(QMainWindow):
             widget.deleteLater()
         self.pages.clear()
         if self.session is not None:
-            self.session.close()
+            self.session.close()  # returns at once: the sockets close on the I/O thread
+            self._closing = [s for s in self._closing if not s.closed]
+            self._closing.append(self.session)
             self.session.deleteLater()
             self.session = None
 
@@ -343,6 +347,14 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        """Save the settings and close the sessions, waiting (up to :data:`CLOSE_TIMEOUT` in all) for
+        their sockets to close. This is the one place the UI thread waits for the network, and on
+        purpose: a closed window is followed by the I/O loop's stop (``fleetops gui`` returns), which
+        cancels whatever is still running, so without the wait a close would be cut off half-way and the
+        server would see connections reset instead of ended. The bound keeps a server that does not
+        answer from holding the window open."""
         self.save_settings()
         self._close_session()
+        wait_all(self._closing, CLOSE_TIMEOUT)
+        self._closing.clear()
         super().closeEvent(event)

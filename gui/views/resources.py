@@ -283,6 +283,7 @@ class ResourcePage(QWidget):
         self.filter.textChanged.connect(lambda _t: self._filter_timer.start())
         self.model.modelAboutToBeReset.connect(self._remember_selection)
         self.model.modelReset.connect(self._restore_selection)
+        self.model.modelReset.connect(self._update_count)  # a filter applied off the UI thread lands
         self.model.layoutChanged.connect(self._update_count)
         session.fleet.updated.connect(self._fleet_updated)
         self.restore()

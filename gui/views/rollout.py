@@ -51,6 +51,19 @@ def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
                 item.setText(text)
 
 
+def _fit_rows(table: QTableWidget, most: int) -> None:
+    """Make ``table`` as tall as its rows (one at least, ``most`` at most; it scrolls beyond), so the
+    short tables leave the room to the pods table."""
+    rows = min(max(table.rowCount(), 1), most)
+    height = (
+        table.horizontalHeader().sizeHint().height()
+        + rows * table.verticalHeader().defaultSectionSize()
+        + 2 * table.frameWidth()
+        + 2
+    )
+    table.setFixedHeight(height)
+
+
 class RolloutPanel(QWidget):
     """Lays out a :class:`RolloutController`."""
 
@@ -104,11 +117,9 @@ class RolloutPanel(QWidget):
 
         layout.addWidget(QLabel("Conditions"))
         self.conditions = _table(["TYPE", "STATUS", "REASON", "MESSAGE", "LAST UPDATE"])
-        self.conditions.setMaximumHeight(100)
         layout.addWidget(self.conditions)
         layout.addWidget(QLabel("History"))
         self.history = _table(["REVISION", "REPLICASET", "PODS", "IMAGES", "CHANGE-CAUSE"])
-        self.history.setMaximumHeight(140)
         layout.addWidget(self.history)
         layout.addWidget(QLabel("Pods"))
         self.pods = _table(["NAME", "READY", "STATUS", "RESTARTS", "NODE", "REVISION"])
@@ -179,6 +190,7 @@ class RolloutPanel(QWidget):
             self.status.setText(st.message)
             self.status.setStyleSheet(f"color:{colour};")
         _fill(self.conditions, [list(c) for c in view.conditions])
+        _fit_rows(self.conditions, 4)
         _fill(
             self.history,
             [
@@ -192,6 +204,7 @@ class RolloutPanel(QWidget):
                 for r in view.history
             ],
         )
+        _fit_rows(self.history, 5)
         for i, r in enumerate(view.history):
             item = self.history.item(i, 0)
             if item is not None:

@@ -1,7 +1,7 @@
 """The GUI against a real cloud and edge (``fleetops cloud`` / ``fleetops edge`` processes on loopback):
 live tables and the detail pane's logs, deploy with node targeting and the API's field errors, rollout and
-rollback, the connection lost and recovered, a device twin edited end to end through a simulated pump, and
-the camera wall showing a camera workload's frames.
+rollback, the connection lost and recovered, an edge's link lost and restored on the overview, a device
+twin edited end to end through a simulated pump, and the camera wall showing a camera workload's frames.
 """
 
 from __future__ import annotations
@@ -214,6 +214,39 @@ async def test_live_connection_lost_and_recovered(live: LocalCluster, window: Ma
     # The watches resumed: a change made after the restart shows up.
     await live.request("POST", DEPLOYMENTS, deployment_manifest("after", ["sleep", "3600"]))
     wait_until(qtbot, lambda: pod_named(pods, "after-") is not None, "a pod created after the restart", 30)
+
+
+async def test_live_link_lost_and_restored(live: LocalCluster, window: MainWindow, qtbot: Any) -> None:
+    """edge-1 stops: once the cloud's grace period (3 s here) passes without a status, the overview lists
+    it under "Link lost" and the change under "Link changes seen"; it starts again and the link is
+    restored, the newest change first."""
+    window.show_page("overview")
+    overview = window.page("overview")
+    assert isinstance(overview, OverviewPage)
+    wait_until(
+        qtbot, lambda: overview.summary is not None and overview.summary.nodes["Ready"] == 1, "edge-1 Ready"
+    )
+    assert overview.lost.rowCount() == 0 and overview.changes.rowCount() == 0
+
+    def rows(table: Any, columns: tuple[int, ...]) -> list[list[str]]:
+        return [[table.item(i, c).text() for c in columns] for i in range(table.rowCount())]
+
+    await live.edges["edge-1"].stop()
+    wait_until(qtbot, lambda: overview.lost.rowCount() == 1, "edge-1 under Link lost", 30)
+    assert rows(overview.lost, (0, 1)) == [["edge-1", "Unknown"]]
+    assert "Kubelet stopped posting node status" in overview.lost.item(0, 4).text()
+    assert overview.lost_title.text() == "Link lost  ·  1"
+    assert overview.nodes.counts["Unknown"].text().startswith("1")
+    wait_until(qtbot, lambda: overview.changes.rowCount() == 1, "the link change listed")
+    assert rows(overview.changes, (1, 2)) == [["edge-1", "link lost (Unknown)"]]
+    screenshot(window, "live-link-lost")
+
+    await live.start_edge("edge-1", {"site": "a"})
+    wait_until(qtbot, lambda: overview.lost.rowCount() == 0, "edge-1's link restored", 40)
+    wait_until(qtbot, lambda: overview.changes.rowCount() == 2, "the restore listed")
+    assert rows(overview.changes, (1, 2)) == [["edge-1", "link restored"], ["edge-1", "link lost (Unknown)"]]
+    assert overview.lost_title.text() == "Link lost  ·  none"
+    assert overview.nodes.counts["Ready"].text().startswith("1")
 
 
 # -- device twin, end to end ------------------------------------------------------------------------------

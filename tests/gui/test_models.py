@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 
 from app.client import WatchEvent
 from app.query import parse_filter
 from gui.bridge import AsyncBridge, BridgeStopped, Mailbox
 from gui.fleet import BUDGET_S, Fleet, StaticSource
-from gui.rows import SPECS, Key, Row, project_pod
+from gui.rows import SPECS, Key, Row, project_pod, sort_key
 from gui.tablemodel import KEY_ROLE, ResourceTableModel
 
 from .conftest import fixed_objects, pod, wait_until
@@ -227,5 +227,55 @@ def test_a_large_burst_is_worked_off_in_bounded_slices(qtbot: Any, bridge: Async
         assert len(slices) > 1
         # Each slice stops soon after its budget (one chunk of changes may overrun it a little).
         assert max(slices) < 0.2, slices
+    finally:
+        fleet.stop()
+
+
+def test_a_large_table_is_sorted_off_the_ui_thread_and_keeps_the_changes_made_meanwhile(
+    qtbot: Any, bridge: AsyncBridge
+) -> None:
+    objects = [pod(f"web-{i:05d}", f"edge-{i % 7}") for i in range(300)]
+    source = StaticSource({"pods": objects})
+    fleet = Fleet(bridge, source)
+    fleet.start()
+    try:
+        wait_until(qtbot, lambda: fleet.models["pods"].total() == 300, "300 pods")
+        model = fleet.models["pods"]
+        model.elsewhere_above = 100  # as large as 100,000 rows, for this test
+        held = QPersistentModelIndex(model.index(model.position(("default", "web-00005")) or 0, 0))
+        with qtbot.waitSignal(model.layoutChanged, timeout=10_000):
+            model.sort(STATUS, Qt.SortOrder.DescendingOrder)
+            # The old order stays until the new one is ready; the table keeps changing meanwhile (the
+            # result can only be delivered once this test yields to the event loop).
+            assert model.sorting == (STATUS, True) and model.table.sort_column != STATUS
+            failed = project_pod(pod("web-00005", "edge-1", phase="Failed"))
+            added = project_pod(pod("zzz-new", "edge-1", phase="Pending"))
+            model.apply([(failed.key, failed), (added.key, added), (("default", "web-00007"), None)])
+        assert model.sorting is None and model.table.sort_column == STATUS and model.table.descending
+        expected = sorted(model.all_rows(), key=sort_key(SPECS["pods"], STATUS), reverse=True)
+        assert model.table.visible() == expected and model.total() == 300
+        assert (
+            model.get(("default", "web-00007")) is None and model.position(("default", "zzz-new")) is not None
+        )
+        assert held.isValid() and model.data(held, KEY_ROLE) == ("default", "web-00005")
+        assert model.data(model.index(held.row(), STATUS)) == "Failed"
+
+        # A relist lands while a sort is prepared: the prepared order is stale, so it is asked for again.
+        with qtbot.waitSignal(model.layoutChanged, timeout=10_000):
+            model.sort(1, Qt.SortOrder.AscendingOrder)
+            model.reset(_rows(250))
+        wait_until(qtbot, lambda: model.sorting is None, "the sort asked for again")
+        assert model.table.sort_column == 1 and model.total() == 250
+        assert model.table.visible() == sorted(model.all_rows(), key=sort_key(SPECS["pods"], 1))
+
+        # A filter is applied off the UI thread the same way, changes made meanwhile included.
+        with qtbot.waitSignal(model.modelReset, timeout=10_000):
+            model.set_filter(parse_filter("web-001"))
+            assert model.filtering is not None and model.rowCount() == 250  # not filtered yet
+            moved = project_pod(pod("web-00150", "edge-1", phase="Failed"))
+            model.apply([(moved.key, moved), (("default", "web-00100"), None)])
+        assert model.filtering is None and model.rowCount() == 99
+        kept = [r for r in sorted(model.all_rows(), key=sort_key(SPECS["pods"], 1)) if "web-001" in r.name]
+        assert model.table.visible() == kept and moved in kept
     finally:
         fleet.stop()

@@ -24,6 +24,7 @@ from gui.deploy import (
     with_node_selector,
 )
 from gui.describe import events_for
+from gui.errors import TargetError
 from gui.fleet import ChangeBuffer, LinkChange, prepare_resync
 from gui.overview import summarize
 from gui.rows import (
@@ -380,3 +381,21 @@ def test_targets_from_arguments_and_settings() -> None:
     last = Target(kubeconfig="/last.yaml")
     assert target_from_args(_args(), last) is last
     assert Target.from_settings({}) is None
+
+
+def test_the_connect_timeout_is_an_argument_and_bad_values_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    t = target_from_args(
+        _args("--server", "https://c:6443", "--token", "t", "--connect-timeout", "2.5"), None
+    )
+    assert t.connect_timeout == 2.5 and t.with_token("u").connect_timeout == 2.5
+    assert t == Target(server="https://c:6443")  # not part of what is remembered or compared
+    last = target_from_args(_args("--connect-timeout", "3"), Target(kubeconfig="/last.yaml"))
+    assert (last.kubeconfig, last.connect_timeout) == ("/last.yaml", 3.0)
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            _args("--connect-timeout", bad)
+        assert "--connect-timeout" in capsys.readouterr().err
+    with pytest.raises(TargetError, match="positive number of seconds"):
+        Target(server="https://c:6443", connect_timeout=0)
