@@ -21,14 +21,17 @@ from typing import Any
 import yaml
 
 from app import demo_devices
-from app.launcher import FLEETOPS, LaunchError, LocalCluster, Proc
+from app.launcher import LaunchError, LocalCluster, Proc
 
 NODES = {"edge-1": {"site": "a"}, "edge-2": {"site": "a"}, "edge-3": {"site": "b"}}
 
 
 def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    # A reader that went away (`make demo | tee log`, Ctrl-C ends tee first) must not cut the shutdown
+    # short and leave the cloud, the edges and their pods running.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def _manifest() -> dict[str, Any]:
@@ -57,8 +60,8 @@ async def run_demo(root: Path, *, check: bool) -> int:
         root, node_grace_period=15.0, status_interval=3.0, ping_interval=5.0, restart_backoff=2.0
     )
     stop = asyncio.Event()
-    helpers: list[Proc] = []  # broker and simulators, stopped after the edges
-    plan = demo_devices.broker_plan()
+    helpers: list[Proc] = []  # simulators, stopped after the edges
+    with_devices = demo_devices.brokers_available()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -66,18 +69,9 @@ async def run_demo(root: Path, *, check: bool) -> int:
         _say(f"Starting the cloud (state in {cluster.cloud_dir}) ...")
         await cluster.start_cloud()
         _say(f"  API {cluster.api}   hub {cluster.hub}")
-        mqtt: tuple[str, ...] = ()
-        if plan is not None:
-            how, port = plan
-            if how == "start":
-                broker = Proc(
-                    "broker", [*FLEETOPS, "broker", "--port", str(port)], root / "logs" / "broker.log"
-                )
-                await broker.start()
-                helpers.append(broker)
-            mqtt = ("--mqtt", f"tcp://127.0.0.1:{port}")
+        # No --mqtt: each edge runs its own broker (a broker serves one node) and tells its pods where.
         for name, labels in NODES.items():
-            await cluster.start_edge(name, labels, *mqtt)
+            await cluster.start_edge(name, labels)
         _say(f"Starting {len(NODES)} edge nodes ...")
         await cluster.wait_ready_nodes(list(NODES))
         deploy = _manifest()
@@ -90,13 +84,13 @@ async def run_demo(root: Path, *, check: bool) -> int:
             timeout=60,
             what="the Deployment's pods to be ready",
         )
-        if plan is None:
-            _say("Devices skipped: no MQTT broker on 127.0.0.1:1883 and no mosquitto to start one.")
+        if not with_devices:
+            _say("Devices skipped: no mosquitto installed for the edges' MQTT brokers.")
         else:
             _say("Starting a Modbus pump and an OPC UA line (simulated), their adapters and Devices ...")
-            helpers += await demo_devices.start_devices(cluster, root, plan[1])
+            helpers += await demo_devices.start_devices(cluster, root)
             _say("Starting line 2's camera (synthetic conveyor) and the defect classifier on its frames ...")
-            await demo_devices.start_camera(cluster, root, plan[1])
+            await demo_devices.start_camera(cluster, root)
             await cluster.wait_until(
                 f"{demo_devices.DEVICES}/devices",
                 lambda lst: all(d.get("status", {}).get("state") == "online" for d in lst["items"]),
@@ -129,7 +123,7 @@ async def run_demo(root: Path, *, check: bool) -> int:
             )
         _kubectl(cluster.kubeconfig, "get", "nodes", "-o", "wide")
         _kubectl(cluster.kubeconfig, "get", "deploy,pods", "-o", "wide")
-        if plan is not None:
+        if with_devices:
             _kubectl(cluster.kubeconfig, "get", "devices,devicemodels")
         _say("")
         _say("FleetOps demo is running.")
@@ -137,7 +131,7 @@ async def run_demo(root: Path, *, check: bool) -> int:
         _say(f"  try:         kubectl --kubeconfig {cluster.kubeconfig} get nodes,pods -o wide")
         fleetops = Path(sys.executable).with_name("fleetops")
         _say(f"               {fleetops} tui --kubeconfig {cluster.kubeconfig}")
-        if plan is not None:
+        if with_devices:
             _say(f"               kubectl --kubeconfig {cluster.kubeconfig} get device pump-1 -o yaml")
             _say(
                 f"               kubectl --kubeconfig {cluster.kubeconfig} get events --field-selector "
@@ -149,8 +143,10 @@ async def run_demo(root: Path, *, check: bool) -> int:
             )
         for name in NODES:
             with contextlib.suppress(OSError, ValueError, KeyError):
-                url = json.loads((root / name / "endpoints.json").read_text())["localApi"]
-                _say(f"  {name} local API (works offline): {url}/api/v1/pods")
+                endpoints = json.loads((root / name / "endpoints.json").read_text())
+                _say(f"  {name} local API (works offline): {endpoints['localApi']}/api/v1/pods")
+                if "mqtt" in endpoints:
+                    _say(f"  {name} MQTT broker (this node's own): {endpoints['mqtt']}")
         _say(f"  logs:        {root / 'logs'}  (pod output under {root}/edge-*/pods/)")
         _say("  stop:        Ctrl-C (stops the edges, their pods and the cloud)")
         if not check:

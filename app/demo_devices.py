@@ -4,9 +4,11 @@ on each of those nodes sends 10 s summaries of the readings to the cloud's histo
 line 2's conveyor (the built-in synthetic one) with its camera pod, and an inference pod running the shipped
 defect classifier on the camera's frames: "defect detected on line 2" Events, and an overlay stream.
 
-Everything runs as the product runs it: ``fleetops sim`` processes stand in for the PLCs, ``fleetops broker``
-(mosquitto) or a broker already on 127.0.0.1:1883 carries MQTT, the adapters are pods scheduled by the
-cloud. The register map and node ids are the simulators' (``edgeservice/sim``).
+Everything runs as the product runs it: ``fleetops sim`` processes stand in for the PLCs, the adapters are
+pods scheduled by the cloud, and each edge carries its devices' MQTT on its own broker (a broker serves one
+node, as in KubeEdge): the edges run without ``--mqtt``, so each starts its embedded mosquitto, and the
+workloads' configs name no broker, so each uses the one its edge advertises in ``FLEETOPS_MQTT_URL``. The
+register map and node ids are the simulators' (``edgeservice/sim``).
 """
 
 from __future__ import annotations
@@ -28,12 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def reachable(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _prop(name: str, protocol: str, config: dict[str, Any], desired: str | None = None) -> dict[str, Any]:
@@ -174,17 +170,13 @@ def adapter(protocol: str, node: str, config: Path) -> dict[str, Any]:
     return workload(f"{protocol}-adapter", f"edgeservice.workloads.{protocol}", node, config)
 
 
-def broker_plan() -> tuple[str, int] | None:
-    """("existing", 1883) when a broker already listens there, ("start", port) when mosquitto is installed,
-    None when the device part of the demo cannot run here."""
-    if reachable(1883):
-        return ("existing", 1883)
-    if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
-        return ("start", free_port())
-    return None
+def brokers_available() -> bool:
+    """Whether the edges can start their embedded brokers (mosquitto is installed); without them the device
+    part of the demo cannot run here."""
+    return bool(shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
 
 
-async def start_devices(cluster: LocalCluster, root: Path, broker_port: int) -> list[Proc]:
+async def start_devices(cluster: LocalCluster, root: Path) -> list[Proc]:
     """Simulators, models, devices and adapter pods; returns the simulator processes to stop later."""
     modbus_port, opcua_port = free_port(), free_port()
     sims = [
@@ -212,17 +204,13 @@ async def start_devices(cluster: LocalCluster, root: Path, broker_port: int) -> 
         ("opcua", "edge-2", devs[1], models()[1]),
     ):
         config = root / "adapters" / f"{protocol}.json"
-        config.write_text(
-            json.dumps(
-                {"broker": f"mqtt://127.0.0.1:{broker_port}", "devices": [dev], "deviceModels": [model]}
-            )
-        )
+        config.write_text(json.dumps({"devices": [dev], "deviceModels": [model]}))
         await cluster.request(
             "POST", "/apis/apps/v1/namespaces/default/deployments", adapter(protocol, node, config)
         )
         # The node's aggregator: 10 s window summaries to the cloud's history (what the UIs chart).
         config = root / "adapters" / f"aggregator-{node}.json"
-        config.write_text(json.dumps({"broker": f"mqtt://127.0.0.1:{broker_port}", "window": 10.0}))
+        config.write_text(json.dumps({"window": 10.0}))
         await cluster.request(
             "POST",
             "/apis/apps/v1/namespaces/default/deployments",
@@ -265,10 +253,9 @@ def camera_objects() -> tuple[dict[str, Any], dict[str, Any]]:
     return model, device
 
 
-def inference_config(broker_port: int) -> dict[str, Any]:
+def inference_config() -> dict[str, Any]:
     """The shipped defect classifier on the camera's frames (assets/models/defect_classifier.md)."""
     return {
-        "broker": f"mqtt://127.0.0.1:{broker_port}",
         "device": CAMERA,
         "source": f"camera://{CAMERA}",
         "reportInterval": 5.0,
@@ -298,7 +285,7 @@ def inference_config(broker_port: int) -> dict[str, Any]:
     }
 
 
-async def start_camera(cluster: LocalCluster, root: Path, broker_port: int) -> None:
+async def start_camera(cluster: LocalCluster, root: Path) -> None:
     """The camera Device on edge-3 with its camera pod and an inference pod on its frames."""
     model, device = camera_objects()
     await cluster.request("POST", f"{DEVICES}/devicemodels", model)
@@ -306,9 +293,9 @@ async def start_camera(cluster: LocalCluster, root: Path, broker_port: int) -> N
     workloads = root / "adapters"
     workloads.mkdir(exist_ok=True)
     camera_config = workloads / "camera.json"
-    camera_config.write_text(json.dumps({"broker": f"mqtt://127.0.0.1:{broker_port}", "devices": [device]}))
+    camera_config.write_text(json.dumps({"devices": [device]}))
     inference = workloads / "inference.json"
-    inference.write_text(json.dumps(inference_config(broker_port)))
+    inference.write_text(json.dumps(inference_config()))
     for name, module, config in (
         ("line2-camera", "edgeservice.workloads.camera", camera_config),
         ("line2-inference", "edgeservice.workloads.inference", inference),

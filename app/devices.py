@@ -481,6 +481,24 @@ def parse_device(obj: Any, field: str = "") -> Device:
     )
 
 
+def desired_value_problems(device: Device, model: DeviceModel, field: str = "") -> list[ValidationError]:
+    """Every desired value of ``device`` that is not a valid write of its ``model`` property (out of
+    minimum/maximum, not of the property's type, or set on a ReadOnly property), each as a ValidationError
+    naming ``{field}.spec.properties[i].desired.value``. Properties the model lacks are not checked here
+    (:func:`check_device_against_model` refuses them); an empty desired value means "none"."""
+    sp = _join(field, "spec")
+    problems: list[ValidationError] = []
+    for i, prop in enumerate(device.properties):
+        mprop = model.property(prop.name)
+        if mprop is None or prop.desired is None or prop.desired.value == "":
+            continue
+        try:
+            check_value(mprop, prop.desired.value, field=f"{sp}.properties[{i}].desired.value")
+        except ValidationError as exc:
+            problems.append(exc)
+    return problems
+
+
 def check_device_against_model(device: Device, model: DeviceModel, field: str = "") -> None:
     """Raise ValidationError unless every property of ``device`` exists in ``model``, its protocol matches
     the model's, and every desired value is a valid write of its property."""
@@ -496,5 +514,6 @@ def check_device_against_model(device: Device, model: DeviceModel, field: str = 
             raise ValidationError(
                 f"{sp}.properties[{i}].name", f"{prop.name!r} is not a property of model {model.name!r}"
             )
-        if prop.desired is not None and prop.desired.value != "":
-            check_value(mprop, prop.desired.value, field=f"{sp}.properties[{i}].desired.value")
+    problems = desired_value_problems(device, model, field)
+    if problems:
+        raise problems[0]

@@ -1,5 +1,14 @@
 """The edge's MQTT broker: the configured one (Mosquitto) when reachable, else an embedded one.
 
+A broker serves one node, as in KubeEdge, where each node's EdgeCore has its own (a Mosquitto on the box,
+or the internal one): devicetwin subscribes to ``$hw/events/device/+/...`` and answers every device id
+it does not hold with an ``unknown device`` refusal, so two edges on one broker would refuse each other's
+devices. :class:`NodeBroker` is that one broker of a node: resolved once, on first use (the node's first
+device or the first container Edged starts), shared by devicetwin and advertised to every container as
+``FLEETOPS_MQTT_URL`` (:data:`MQTT_URL_ENV`), which the workloads use when their config names no broker.
+The embedded broker keeps its port across restarts of the edge when it can (the caller passes the port it
+had), so pods that kept running still reach it.
+
 KubeEdge's EdgeCore talks to device adapters over MQTT, normally through an external Mosquitto
 ("external mode"), and can run an internal broker. FleetOps does the same: :func:`ensure_broker` takes
 the configured URL (``tcp://HOST:PORT``), checks that something accepts TCP connections there, and uses
@@ -31,22 +40,31 @@ Choice of the embedded broker (checked with experiments against aiomqtt 2.5.1, n
   is missing, so a fresh machine has it.
 
 Deliberately not done: authentication and TLS on the embedded broker (it binds loopback only, which is
-where adapters on the same box connect), persistence across restarts, tying the child's life to ours
-with ``PR_SET_PDEATHSIG`` (a killed edge leaves mosquitto running until the service manager's cgroup
-stops it; systemd does), and checking that the configured URL speaks MQTT rather than merely accepting
-TCP (the event bus's own reconnect loop reports that).
+where adapters on the same box connect), persistence across restarts, and checking that the configured
+URL speaks MQTT rather than merely accepting TCP (the event bus's own reconnect loop reports that).
+
+The child's life is tied to the edge's with ``PR_SET_PDEATHSIG`` on Linux: the systemd unit uses
+``KillMode=process`` so that pods outlive an edge restart, and a broker left behind by a killed edge would
+hold the node's port, so the restarted edge would start a second one elsewhere while the pods still
+talked to the first. With the broker gone, the restarted edge starts it again on the advertised port and
+the workloads' MQTT sessions reconnect to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
+import pwd
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -54,6 +72,8 @@ from edgeservice.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
+# The variable Edged sets in every container: the URL of the node's broker (``tcp://HOST:PORT``).
+MQTT_URL_ENV = "FLEETOPS_MQTT_URL"
 # MQTT's registered port, used when the URL names none.
 DEFAULT_PORT = 1883
 # How long a reachability probe of the configured broker may take: loopback or LAN answers in
@@ -117,6 +137,18 @@ def _free_port(host: str) -> int:
         return port
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (a readiness probe alone would take another process's
+    listener there for our broker)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as mosquitto binds: TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def find_mosquitto() -> str | None:
     """The mosquitto binary: on PATH, else in the sbin directories distributions install it in."""
     path = os.pathsep.join([os.environ.get("PATH", ""), *_EXTRA_DIRS])
@@ -134,6 +166,36 @@ async def reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> boo
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # no passwd entry (a container's arbitrary uid): mosquitto changes no user then
+        return "root" if os.geteuid() == 0 else str(os.geteuid())
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook that makes the child receive SIGTERM when this process dies (Linux), or None.
+    The kernel keeps the setting across exec but drops it when the child changes its credentials.
+    Everything it needs is looked up before the fork: the child only makes two system calls."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 class EmbeddedBroker:
@@ -165,6 +227,8 @@ class EmbeddedBroker:
         pick = self.port == 0
         for attempt in range(1, _START_ATTEMPTS + 1):
             port = _free_port(self.host) if pick else self.port
+            if not pick and not _port_free(self.host, port):
+                raise BrokerStartError(self.host, port, "the port is in use")
             try:
                 await self._spawn(binary, port)
             except BrokerStartError as exc:
@@ -182,6 +246,9 @@ class EmbeddedBroker:
         conf = work / "mosquitto.conf"
         conf.write_text(
             f"listener {port} {self.host}\n"
+            # Run as the edge's own user: mosquitto started as root otherwise switches to its own user,
+            # and that change of credentials clears the parent-death signal (see _die_with_parent).
+            f"user {_user_name()}\n"
             "allow_anonymous true\n"
             "persistence false\n"
             # Twin updates are small packets, one at a time: without this, Nagle's algorithm and the
@@ -194,7 +261,13 @@ class EmbeddedBroker:
         errlog = work / "mosquitto.log"
         with errlog.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                binary, "-c", str(conf), stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err
+                binary,
+                "-c",
+                str(conf),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                preexec_fn=_die_with_parent(),
             )
         self._proc = proc
         deadline = time.monotonic() + START_TIMEOUT
@@ -224,9 +297,10 @@ class EmbeddedBroker:
             self._dir = None
 
 
-async def ensure_broker(url: str | None) -> tuple[str, EmbeddedBroker | None]:
+async def ensure_broker(url: str | None, *, port: int = 0) -> tuple[str, EmbeddedBroker | None]:
     """The broker URL to use, and the embedded broker started for it (the caller stops it), or ``None``
-    when the configured broker at ``url`` is reachable. Raises BrokerUrlError for a malformed URL and
+    when the configured broker at ``url`` is reachable. The embedded broker listens on ``port`` when it
+    is free (0, or a taken one: any free port). Raises BrokerUrlError for a malformed URL and
     BrokerStartError when the embedded broker cannot start."""
     if url:
         host, port = parse_url(url)
@@ -236,6 +310,52 @@ async def ensure_broker(url: str | None) -> tuple[str, EmbeddedBroker | None]:
         log.warning("MQTT broker %s is unreachable; starting an embedded broker instead", url)
     else:
         log.info("no MQTT broker configured; starting an embedded broker")
+    if port:
+        broker = EmbeddedBroker(port=port)
+        try:
+            await broker.start()
+        except BrokerStartError as exc:
+            log.warning("%s; picking another port", exc)
+        else:
+            return broker.url, broker
     broker = EmbeddedBroker()
     await broker.start()
     return broker.url, broker
+
+
+class NodeBroker:
+    """The MQTT broker of one node (see the module docstring): ``configured`` (``--mqtt``) when reachable,
+    else an embedded one, on ``port`` when free. :meth:`resolve` settles it once, however many callers
+    ask at the same time; :meth:`stop` stops an embedded one."""
+
+    def __init__(
+        self,
+        configured: str | None,
+        *,
+        port: int = 0,
+        on_resolved: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_resolved(url)`` is told the URL once it is settled (the edge advertises it)."""
+        self.configured = configured
+        self.port = port
+        self.on_resolved = on_resolved
+        self.url: str | None = None  # once resolved
+        self.embedded: EmbeddedBroker | None = None
+        self._lock = asyncio.Lock()
+
+    async def resolve(self) -> str:
+        """The node's broker URL, starting the embedded broker if it is needed; raises BrokerError."""
+        async with self._lock:
+            if self.url is None:
+                self.url, self.embedded = await ensure_broker(self.configured, port=self.port)
+                if self.embedded is not None:
+                    self.port = self.embedded.port  # a later resolve (after stop) comes back on it
+                if self.on_resolved is not None:
+                    self.on_resolved(self.url)
+            return self.url
+
+    async def stop(self) -> None:
+        embedded, self.embedded = self.embedded, None
+        self.url = None
+        if embedded is not None:
+            await embedded.stop()

@@ -36,7 +36,10 @@ class EdgeCommand:
             "--mqtt",
             default="",
             metavar="URL",
-            help="MQTT broker for devices, tcp://HOST:PORT (default: an embedded broker when devices exist)",
+            help=(
+                "this node's MQTT broker for devices and pods, tcp://HOST:PORT; one broker serves one node "
+                "(default: an embedded broker, started with the first device or pod)"
+            ),
         )
         parser.add_argument(
             "--local-api-addr",
@@ -77,7 +80,10 @@ edge_command = EdgeCommand()
 
 class BrokerCommand:
     name = "broker"
-    help = "run the edge's MQTT broker (mosquitto, configured for low latency) until stopped"
+    help = (
+        "run an MQTT broker for one edge (mosquitto, configured for low latency) until stopped; "
+        "give it to that edge with --mqtt (a broker serves one node)"
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=1883, help="TCP port on 127.0.0.1 (default 1883)")

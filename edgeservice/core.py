@@ -6,7 +6,8 @@ The order of things on the edge is what makes it safe to kill at any instant:
    then handed to Edged. A crash before the commit means no ack, so the cloud resends; a crash after it
    means the cache already has it and Edged picks it up from the cache on restart.
 2. Every status change Edged reports goes to the persisted outbox first, then onto the tunnel if one is
-   up. Rows leave the outbox only when the cloud acknowledges them, so a week offline loses nothing.
+   up. Rows leave the outbox only when the cloud acknowledges them, so a week offline loses nothing (a
+   device's status report only replaces that device's older, superseded one: see MetaManager).
 3. On start, Edged adopts the containers still running under the data directory and MetaManager's cached
    pods become the desired state at once — the cloud is not needed to keep running what was running.
    Only when the cache had to be rebuilt does the edge wait for the cloud's resync before removing
@@ -34,6 +35,7 @@ from app.model import ConfigKind
 from app.resources import PODS, JSONObject, tunnel_resource
 from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, FrameRejected, Replied, hello
 from app.tunnelio import ChannelRunner
+from edgeservice.broker import MQTT_URL_ENV, BrokerError, NodeBroker, parse_url
 from edgeservice.edged import Edged
 from edgeservice.localapi import LocalApi, LocalApiError
 from edgeservice.metamanager import CacheError, Change, MetaManager
@@ -98,7 +100,16 @@ class EdgeCore:
             backoff_base=config.restart_backoff,
             config=CachedConfig(self.meta),
             events=self.pod_event,
+            node_env=self._node_env,
         )
+        # The node's MQTT broker (one per node, as in KubeEdge), shared by devicetwin and advertised to
+        # the pods; the embedded one comes back on the port it had before a restart when that is free.
+        self.broker = NodeBroker(
+            config.mqtt,
+            port=self._previous_broker_port(),
+            on_resolved=lambda url: self._advertise("mqtt", url),
+        )
+        self._endpoints: dict[str, str] = {}
         self.streams = EdgeStreams(
             self.node,
             {
@@ -137,7 +148,7 @@ class EdgeCore:
         self._acked: list[int] = []
         self._acked_versions: dict[str, int] = {}
         self._outbox_wake = asyncio.Event()
-        self._outbox_write: asyncio.Future[None] | None = None
+        self._outbox_write: asyncio.Future[list[Message]] | None = None
         # The highest sequence number a resync sent from the outbox on the current connection.
         self._resent_through = 0
         self.stats = {"connects": 0, "received": 0, "acked_out": 0}
@@ -161,9 +172,8 @@ class EdgeCore:
                 log.error("edge %s: local API not started: %s", self.node, exc)
                 self.local_api = None
         if self.local_api is not None:
-            endpoints = {"localApi": f"http://{self.local_api.host}:{self.local_api.port}"}
-            (self.config.data_dir / "endpoints.json").write_text(json.dumps(endpoints) + "\n")
-            log.info("edge %s local API on %s", self.node, endpoints["localApi"])
+            self._advertise("localApi", f"http://{self.local_api.host}:{self.local_api.port}")
+            log.info("edge %s local API on %s", self.node, self._endpoints["localApi"])
         if self.meta.rebuilt:
             self._full_sync_pending = True
         else:
@@ -186,6 +196,7 @@ class EdgeCore:
             if self.config.stop_pods_on_exit:
                 await self.edged.stop_all_pods()
             await self.edged.stop()
+            await self.broker.stop()
             await self._drain_outbox()
             self.meta.close()
             log.info(
@@ -207,10 +218,41 @@ class EdgeCore:
         if self.devicetwin is None:
             from edgeservice.devicetwin import DeviceTwin
 
-            self.devicetwin = DeviceTwin(self.meta, self.node, self._emit, mqtt_url=self.config.mqtt)
+            self.devicetwin = DeviceTwin(self.meta, self.node, self._emit, broker=self.broker)
             assert self._tg is not None, "devices are handled only while the edge runs"
             self._tg.create_task(self.devicetwin.run(), name=f"edge[{self.node}].devicetwin")
         return self.devicetwin
+
+    # -- the node's MQTT broker -------------------------------------------------------------------
+
+    def _previous_broker_port(self) -> int:
+        """The port of the embedded broker the last run advertised (0: none), so that pods which kept
+        running while the edge restarted find it again."""
+        try:
+            url = json.loads((self.config.data_dir / "endpoints.json").read_text())["mqtt"]
+            if url == self.config.mqtt:
+                return 0
+            return parse_url(url)[1]
+        except (OSError, ValueError, KeyError, TypeError, BrokerError):
+            return 0
+
+    def _advertise(self, key: str, value: str) -> None:
+        """Record an endpoint of this node in ``endpoints.json`` (local API, MQTT broker), atomically."""
+        self._endpoints[key] = value
+        path = self.config.data_dir / "endpoints.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self._endpoints) + "\n")
+        tmp.replace(path)
+
+    async def _node_env(self) -> dict[str, str]:
+        """What Edged sets in every container: ``FLEETOPS_MQTT_URL``, the node's broker (started now if this
+        is its first use). Without a usable broker the variable is left out and the pod starts anyway."""
+        try:
+            url = await self.broker.resolve()
+        except BrokerError as exc:
+            log.warning("edge %s: no MQTT broker to advertise to pods: %s", self.node, exc)
+            return {}
+        return {MQTT_URL_ENV: url}
 
     def _restart_pod(self, uid: str) -> None:
         if self.edged.restart_pod(uid):
@@ -267,7 +309,7 @@ class EdgeCore:
             await asyncio.wait_for(twin.bus_started.wait(), BUS_START_WAIT_S)
         except TimeoutError:
             return None
-        return twin.bus.url if twin.bus is not None else None
+        return self.broker.url
 
     def _emit(self, msg: Message, *, status_of: tuple[str, JSONObject] | None = None) -> None:
         """Queue a message for the cloud: the outbox writer persists it, then sends it (see
@@ -296,7 +338,7 @@ class EdgeCore:
             self._outbox_write = loop.run_in_executor(None, self.meta.write_outbox, batch, acked, versions)
             try:
                 # Shielded: a cancelled edge still lets the commit finish (run() waits for it).
-                await asyncio.shield(self._outbox_write)
+                written = await asyncio.shield(self._outbox_write)
             except CacheError as exc:
                 log.error("edge %s: outbox not written, retrying in 1 s: %s", self.node, exc)
                 self._unsaved[:0] = batch
@@ -306,9 +348,14 @@ class EdgeCore:
                 self._outbox_wake.set()
                 continue
             self.stats["acked_out"] += len(acked)
-            self._send_persisted([m for m, _ in batch])
+            self._send_persisted(written)
 
     def _send_persisted(self, messages: list[Message]) -> None:
+        """Put freshly committed outbox rows on the tunnel, unkeyed and in sequence order. Not keyed by
+        object, although a device status is "latest wins": the Channel's keyed coalescing keeps a key's
+        first queue position, so a newer row would overtake older rows of other objects, and the cloud's
+        duplicate cursor (the highest sequence applied) would then skip those as replays. The outbox
+        coalesces them instead, before they are numbered (``MetaManager.write_outbox``)."""
         channel = self._channel
         if channel is None:
             return  # they wait in the outbox for the next connection

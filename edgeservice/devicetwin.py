@@ -20,7 +20,14 @@ Flow 2 of DESIGN.md, the edge's half:
   Warning Event on the Device (once per device and reason per ``EVENT_INTERVAL``), so the operator sees
   why a value never arrived. The bus and the twin carry on with the next message.
 
-The MQTT bus starts with the first device, not before: an edge without devices pays nothing for it.
+* A desired value from the cloud that its DeviceModel refuses (out of minimum/maximum, of the wrong type, on
+  a ReadOnly property) is not published as a delta: the API refuses it when the model exists at the write,
+  but the model may come later. It is counted as an ``invalid`` rejection and reported once as an
+  ``InvalidDesiredValue`` Warning Event on the Device; the twin keeps the last valid expected value.
+
+The MQTT bus starts with the first device, not before: an edge without devices pays nothing for it. The
+broker is the node's own (:class:`edgeservice.broker.NodeBroker`): every device id on it is this node's, and
+one it does not hold is refused as ``unknown_device``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.devices import Device, DeviceModel, parse_device, parse_device_model
+from app.devices import Device, DeviceModel, check_value, parse_device, parse_device_model
 from app.envelope import Message
 from app.errors import ValidationError
 from app.resources import JSONObject, now_rfc3339
@@ -55,7 +62,7 @@ from app.twin import (
     twins_to_json,
     version_from_metadata,
 )
-from edgeservice.broker import EmbeddedBroker, ensure_broker
+from edgeservice.broker import NodeBroker
 from edgeservice.metamanager import MetaManager
 
 if TYPE_CHECKING:  # the MQTT client is imported when the first device arrives (footprint)
@@ -106,21 +113,31 @@ class _Device:
     model: DeviceModel | None
     twins: dict[str, Twin] = field(default_factory=dict)
     state: str = "unknown"
+    # Desired values from the cloud refused against the model, by property (each is reported once).
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class DeviceTwin:
     name = "devicetwin"
 
     def __init__(
-        self, meta: MetaManager, node: str, emit: Callable[[Message], None], *, mqtt_url: str | None
+        self,
+        meta: MetaManager,
+        node: str,
+        emit: Callable[[Message], None],
+        *,
+        mqtt_url: str | None = None,
+        broker: NodeBroker | None = None,
     ) -> None:
+        """``broker``: the node's broker, shared with Edged (which advertises it to the pods); without
+        one, the twin resolves its own from ``mqtt_url`` and stops it when it ends."""
         self.meta = meta
         self.node = node
         self.emit = emit
-        self.mqtt_url = mqtt_url
         self.devices: dict[str, _Device] = {}  # by device id (its name, as KubeEdge's topics use)
         self.bus: EventBus | None = None
-        self.broker: EmbeddedBroker | None = None
+        self._owns_broker = broker is None
+        self.broker = broker if broker is not None else NodeBroker(mqtt_url)
         self._wake = asyncio.Event()
         self.bus_started = asyncio.Event()  # set once the bus runs (it starts with the first device)
         self._pending_deltas: set[str] = set()
@@ -163,14 +180,22 @@ class DeviceTwin:
         entry.model = self._model(device)
         props = {p.name: p for p in entry.model.properties} if entry.model else {}
         patches: dict[str, TwinPatch] = {}
-        for prop in device.properties:
+        for i, prop in enumerate(device.properties):
             cur = entry.twins.get(prop.name, Twin())
             typ = props[prop.name].type if prop.name in props else ""
             if prop.name not in entry.twins:
                 entry.twins[prop.name] = Twin(type=typ)
             if prop.desired is None:
+                entry.refused.pop(prop.name, None)
                 continue
             desired = prop.desired.value
+            if prop.name in props and desired != "":
+                try:
+                    check_value(props[prop.name], desired, field=f"spec.properties[{i}].desired.value")
+                except ValidationError as exc:
+                    self._refuse_desired(entry, prop.name, desired, exc)
+                    continue
+            entry.refused.pop(prop.name, None)
             same = cur.expected is not None and cur.expected.value == desired
             version = version_from_metadata(prop.desired.metadata)
             if version is None:
@@ -192,6 +217,26 @@ class DeviceTwin:
         if any(t.expected is not None for t in entry.twins.values()):
             self._pending_deltas.add(device.name)
         self._wake.set()
+
+    def _refuse_desired(self, entry: _Device, prop: str, value: str, exc: ValidationError) -> None:
+        """A desired value from the cloud that its DeviceModel does not allow (the API checks it too, but
+        only when the model existed at the write): not published as a delta, so the adapter never sees
+        it; counted as an ``invalid`` rejection and told to the cloud as a Warning Event on the Device,
+        once per refused value (a resync delivers the same Device again)."""
+        if entry.refused.get(prop) == value:
+            return
+        entry.refused[prop] = value
+        self.rejections["invalid"] += 1
+        log.info("devicetwin: desired %s of %s refused: %s", prop, entry.name, exc)
+        if self.meta.outbox_depth() >= MAX_PENDING_SUMMARIES:
+            return
+        content = {
+            "uid": entry.uid,
+            "type": "Warning",
+            "reason": "InvalidDesiredValue",
+            "message": f"desired value {value!r} of {prop!r} not applied: {exc.field}: {exc.message}"[:1024],
+        }
+        self.emit(Message("insert", f"{entry.namespace}/deviceevent/{entry.name}", content))
 
     def model_changed(self, namespace: str, name: str) -> None:
         for entry in list(self.devices.values()):
@@ -221,7 +266,7 @@ class DeviceTwin:
                 if self.bus is None:
                     from edgeservice.eventbus import EventBus
 
-                    url, self.broker = await ensure_broker(self.mqtt_url)
+                    url = await self.broker.resolve()
                     self.bus = EventBus(
                         url, self.node, self.on_event, on_connect=self._republish, on_reject=self.on_reject
                     )
@@ -234,7 +279,7 @@ class DeviceTwin:
         finally:
             if self.bus is not None:
                 await self.bus.stop()
-            if self.broker is not None:
+            if self._owns_broker:
                 await self.broker.stop()
 
     async def _republish(self) -> None:

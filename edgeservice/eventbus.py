@@ -4,7 +4,9 @@ This is KubeEdge's ``eventbus`` module. It subscribes to the topics adapters pub
 (``$hw/events/device/+/twin/update``, ``.../twin/get``, ``.../state/update``,
 ``$ke/events/device/+/data/update`` and this node's ``$hw/events/node/{node}/membership/get``), turns
 each message into a :class:`BusEvent` (device id, kind, JSON object payload) and awaits the injected
-handler (the devicetwin module) with it.
+handler (the devicetwin module) with it. The broker is this node's own (a broker serves one node, see
+:mod:`edgeservice.broker`), so every device on it is this node's: an id devicetwin does not hold is an
+adapter configured for a device bound elsewhere, and is refused as ``unknown_device``.
 The other way, ``publish_*`` helpers put devicetwin's answers on the matching topics (``twin/update/result``,
 ``twin/update/delta``, ``twin/update/document``, ``twin/get/result``, ``membership/get/result``); the
 payloads themselves are built by :mod:`app.twin`, so this module knows topics, not twin rules.

@@ -7,10 +7,25 @@ in one SQLite file (SQLAlchemy Core over the standard sqlite3 driver):
   later), keyed by the tunnel's ``namespace/type/name``, with its resourceVersion. A message older than
   the cached version is acknowledged and ignored, so resends and reordering across reconnects are harmless.
 * ``outbox``: what the edge must tell the cloud (pod status, pod termination), in order, with a sequence
-  number the cloud uses to drop duplicates. A row leaves the outbox only when the cloud acknowledged it.
+  number the cloud uses to drop duplicates. A row leaves the outbox only when the cloud acknowledged it,
+  or when a newer message of a *latest wins* kind (:data:`LATEST_WINS`: a device's status) replaced it.
 * ``meta``: the outbox *epoch*, a random id minted when the file is created. The cloud keeps its
   duplicate-detection cursor per epoch, so a rebuilt cache (sequence back at 1) cannot be mistaken for
   replays of the old one.
+
+Latest wins. A device's status report is its whole twin (every property's reported and observed desired
+value, and its state), and an adapter reports on every collect/report cycle, so a week offline would
+queue hundreds of thousands of them, each superseded by the next. Writing a status for a device removes
+that device's rows still in the outbox and appends the new one, with its status merged over theirs
+(``{**old, **new}``, the shallow merge the cloud applies, so a ``lastOnlineTime`` only an older report
+carried survives): an offline period leaves one row per device. The new row takes a *new* sequence
+number, never a replaced row's: the cloud's duplicate cursor only moves forward, so a row that was
+already sent (and perhaps applied, its ack lost) must never come back under the same number with other
+content, and a new number can never be mistaken for a replay. A replaced row that was in flight stays in
+flight on the tunnel: the cloud applies it (or skips it) and its ack removes nothing, which is right,
+since the newer row that follows it carries everything it said. Events, pod statuses and everything else
+are never coalesced: every Event must arrive, and a pod status ack carries a resourceVersion the edge
+keeps.
 
 Durability: WAL journal with ``synchronous=FULL`` — each commit is on disk before we acknowledge to the
 cloud ("persist, then ack"). The tunnel hands us messages in batches, and a batch is one transaction, so
@@ -41,6 +56,7 @@ from typing import Final
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Integer,
     MetaData,
@@ -54,6 +70,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -65,6 +82,12 @@ from edgeservice.errors import EdgeError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
+# Outbox kinds (the ``type`` of ``namespace/type/name``) of which only the newest update per object needs
+# to reach the cloud (see the module doc). A set, so that the SQL below stays one definition.
+LATEST_WINS: Final = frozenset({"devicestatus"})
+# Rows of those kinds, as an SQL condition on the outbox's key: the partial index over them and the query
+# that finds them must spell it identically for SQLite to use the index.
+_LATEST_WINS_SQL: Final = "(" + " OR ".join(f"key GLOB '*/{kind}/*'" for kind in sorted(LATEST_WINS)) + ")"
 
 _md = MetaData()
 objects_t = Table(
@@ -107,6 +130,22 @@ class Change:
 def _type_of(key: str) -> str:
     parts = key.split("/")
     return parts[1] if len(parts) == 3 else ""
+
+
+def _latest_wins(message: Message) -> bool:
+    return message.operation == "update" and _type_of(message.resource) in LATEST_WINS
+
+
+def _supersede(older: Message, newer: Message) -> None:
+    """Fold an unsent status report into the newer one that replaces it: the newer status over the older
+    (the cloud's own shallow merge, so the pair has the effect the two would have had in turn). A report
+    about another incarnation of the object (another uid) is dropped as it is: the cloud would refuse it."""
+    old, new = older.content, newer.content
+    if not isinstance(old, dict) or not isinstance(new, dict) or old.get("uid") != new.get("uid"):
+        return
+    old_status, new_status = old.get("status"), new.get("status")
+    if isinstance(old_status, dict) and isinstance(new_status, dict):
+        newer.content = {**new, "status": {**old_status, **new_status}}
 
 
 class MetaManager:
@@ -165,6 +204,11 @@ class MetaManager:
             # DDL compiler on every start costs the edge a megabyte of its footprint budget.
             conn.exec_driver_sql(
                 "CREATE TABLE IF NOT EXISTS local (k VARCHAR NOT NULL PRIMARY KEY, v TEXT NOT NULL)"
+            )
+            # Finds the latest-wins rows a new report replaces; partial, so that the other rows (telemetry
+            # at thousands a second) pay nothing for it. Added, like ``local``, after version 1.
+            conn.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS outbox_latest_wins ON outbox (key) WHERE {_LATEST_WINS_SQL}"
             )
         with self._engine.connect() as conn:
             self.epoch = str(conn.execute(select(meta_t.c.v).where(meta_t.c.k == "epoch")).scalar_one())
@@ -335,26 +379,45 @@ class MetaManager:
         batch: Sequence[tuple[Message, tuple[str, JSONObject] | None]],
         acked: Sequence[int] = (),
         versions: dict[str, int] | None = None,
-    ) -> None:
+    ) -> list[Message]:
         """One outbox transaction: persist ``batch`` (stamping each message with its sequence number and
         writing its ``status_of`` local status copy), drop the ``acked`` rows, and raise the cached
         versions the cloud vouched for (see :meth:`outbox_acked`). One commit, one fsync, for the lot:
         this is the edge's group commit. Safe to call from a worker thread (the engine's connections are
-        not tied to a thread), one call at a time."""
+        not tied to a thread), one call at a time.
+
+        A latest-wins message (:data:`LATEST_WINS`) replaces the rows of its object still in the outbox
+        and any earlier one of the batch (see the module doc). Returns the messages that were persisted,
+        in order: those to send; a replaced message of the batch is neither stored nor numbered."""
         if not batch and not acked and not versions:
-            return
+            return []
+        # The last latest-wins message of each object in the batch replaces the earlier ones.
+        last: dict[str, int] = {}
+        for i, (message, _) in enumerate(batch):
+            if _latest_wins(message):
+                if message.resource in last:
+                    _supersede(batch[last[message.resource]][0], message)
+                last[message.resource] = i
+        kept = [
+            (message, status_of)
+            for i, (message, status_of) in enumerate(batch)
+            if not _latest_wins(message) or last[message.resource] == i
+        ]
+        replaced = 0
         try:
             with self.engine.begin() as conn:
-                if batch:
+                if last:
+                    replaced = self._replace_pending(conn, [batch[i][0] for i in last.values()])
+                if kept:
                     # Number the batch ourselves so each message is encoded once, with its seq, and the
                     # rows go in with one executemany: AUTOINCREMENT's counter is the highest seq ever
                     # used, and only this method inserts outbox rows, one call at a time.
-                    last = conn.exec_driver_sql(
+                    top = conn.exec_driver_sql(
                         "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
                     ).scalar_one_or_none()
                     rows: list[dict[str, object]] = []
                     statuses: list[dict[str, object]] = []
-                    for i, (message, status_of) in enumerate(batch, start=int(last or 0) + 1):
+                    for i, (message, status_of) in enumerate(kept, start=int(top or 0) + 1):
                         message.seq = i
                         rows.append({"seq": i, "key": message.resource, "message": message.encode()})
                         if status_of is not None:
@@ -379,7 +442,34 @@ class MetaManager:
             raise CacheError(f"cannot write the outbox ({len(batch)} message(s) for {names}): {exc}") from exc
         with self._depth_lock:
             if self._depth is not None:
-                self._depth += len(batch) - dropped
+                self._depth += len(kept) - replaced - dropped
+        return [message for message, _ in kept]
+
+    @staticmethod
+    def _replace_pending(conn: Connection, newer: list[Message]) -> int:
+        """Delete the outbox rows the latest-wins messages ``newer`` replace, folding each into its
+        replacement (oldest first); returns how many rows went."""
+        by_key = {m.resource: m for m in newer}
+        rows = conn.execute(
+            select(outbox_t.c.seq, outbox_t.c.message)
+            .where(text(_LATEST_WINS_SQL), outbox_t.c.key.in_(by_key))
+            .order_by(outbox_t.c.seq)
+        ).all()
+        if not rows:
+            return 0
+        gone: list[int] = []
+        latest: dict[str, Message] = {}
+        for seq, data in rows:
+            gone.append(int(seq))
+            older = decode(data)
+            if older.resource in latest:
+                _supersede(latest[older.resource], older)
+            latest[older.resource] = older
+        for key, older in latest.items():
+            _supersede(older, by_key[key])
+        conn.execute(delete(outbox_t).where(outbox_t.c.seq.in_(gone)))
+        log.debug("outbox: %d pending report(s) replaced by newer ones", len(gone))
+        return len(gone)
 
     def outbox(self, after: int = 0) -> list[Message]:
         with self.engine.connect() as conn:

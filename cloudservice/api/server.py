@@ -48,7 +48,7 @@ import yaml
 from aiohttp import web
 
 from app.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
-from app.resources import ALL, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
+from app.resources import ALL, DEVICEMODELS, DEVICES, NAMESPACES, PODS, JSONObject, ResourceType, by_plural
 from cloudservice.api import (
     camerastream,
     discovery,
@@ -495,7 +495,7 @@ class _Api:
                 secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
             )
         strategy.prepare_create(t.rt, obj)
-        strategy.validate(t.rt, obj)
+        strategy.validate(t.rt, obj, models=await self.device_models(t))
         if t.rt.namespaced:
             try:
                 await self.store.get(NAMESPACES, "", t.ns)
@@ -532,7 +532,8 @@ class _Api:
             return await self.write(request, t, self.scale_fn(t, lambda _cur: scale))
         body = await self.read_object(request, t)
         self.check_identity(t, body)
-        return await self.write(request, t, self.replace_fn(t, lambda _cur: body))
+        models = await self.device_models(t)
+        return await self.write(request, t, self.replace_fn(t, lambda _cur: body, models))
 
     async def patch(self, request: web.Request, t: Target) -> web.StreamResponse:
         ctype = request.content_type
@@ -576,14 +577,27 @@ class _Api:
             return await self.write(
                 request, t, self.scale_fn(t, lambda cur: patched(to_scale(cur), "autoscaling/v1", "Scale"))
             )
+        models = await self.device_models(t)
         return await self.write(
-            request, t, self.replace_fn(t, lambda cur: patched(cur, t.rt.api_version, t.rt.kind))
+            request, t, self.replace_fn(t, lambda cur: patched(cur, t.rt.api_version, t.rt.kind), models)
         )
 
+    async def device_models(self, t: Target) -> dict[str, JSONObject] | None:
+        """For a write of a Device's main resource: the DeviceModels of its namespace by name, which its
+        desired values are validated against (read before the write; the edge checks again on arrival)."""
+        if t.rt is not DEVICES or t.sub:
+            return None
+        items, _ = await self.store.list(DEVICEMODELS, t.ns)
+        return {str((m.get("metadata") or {}).get("name", "")): m for m in items}
+
     def replace_fn(
-        self, t: Target, make: Callable[[JSONObject], JSONObject]
+        self,
+        t: Target,
+        make: Callable[[JSONObject], JSONObject],
+        models: dict[str, JSONObject] | None = None,
     ) -> Callable[[JSONObject], JSONObject | None]:
-        """An update function for PUT/PATCH of the main resource or /status: CAS, strategy, no-op check."""
+        """An update function for PUT/PATCH of the main resource or /status: CAS, strategy, no-op check.
+        ``models``: see :meth:`device_models`."""
 
         def fn(cur: JSONObject) -> JSONObject | None:
             new = copy.deepcopy(make(copy.deepcopy(cur)))
@@ -594,7 +608,7 @@ class _Api:
                 new = strategy.prepare_status_update(new, cur)
             else:
                 strategy.prepare_update(t.rt, new, cur)
-                strategy.validate(t.rt, new, cur)
+                strategy.validate(t.rt, new, cur, models=models)
             new["metadata"]["resourceVersion"] = _rv(cur)
             if new == cur:
                 return None  # the apiserver does not write (nor bump resourceVersion) for no-op updates

@@ -28,8 +28,12 @@ Devices and DeviceModels (``devices.kubeedge.io/v1beta1``) are validated by ``ap
 subresource and no server-side defaults (a null anywhere in them is dropped, as for every kind), but for
 one stamp: a desired value that is new or changed gets the twin versions in its metadata
 (``app.twin.stamp_desired``), which is how the edge tells a new desired value from one it has overridden on
-site. Whether a Device's properties exist in its model is the device controller's check: the model may be
-created later.
+site. Each desired value is checked against the Device's DeviceModel when that model exists (type,
+minimum/maximum, not ReadOnly: ``app.devices.desired_value_problems``, the check the edge and the adapters
+run), so a bad value is refused with a 422 naming ``spec.properties[i].desired.value``. The model may be
+created later (Kubernetes does not order writes): then the Device is accepted and the edge's devicetwin
+refuses a bad value with a Warning Event on it. Whether a Device's properties exist in its model is the
+device controller's check, for the same reason.
 
 Deliberately not done: admission plugins, quota, defaulting of fields the process runtime ignores
 (security contexts), and pod spec immutability beyond the rule the apiserver enforces most visibly (only
@@ -43,9 +47,10 @@ import binascii
 import copy
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from app.devices import parse_device, parse_device_model
+from app.devices import desired_value_problems, parse_device, parse_device_model
 from app.errors import ValidationError
 from app.model import DEFAULT_VOLUME_MODE, config_key_problem, parse_pod_spec
 from app.resources import (
@@ -378,15 +383,27 @@ def _metadata_causes(rt: ResourceType, obj: JSONObject) -> list[Cause]:
     return causes
 
 
-def _device_causes(rt: ResourceType, obj: JSONObject) -> list[Cause]:
+def _device_causes(
+    rt: ResourceType, obj: JSONObject, models: Mapping[str, JSONObject] | None = None
+) -> list[Cause]:
     try:
-        if rt is DEVICES:
-            parse_device(obj)
-        else:
+        if rt is not DEVICES:
             parse_device_model(obj)
+            return []
+        device = parse_device(obj)
     except ValidationError as exc:
         return [Cause(exc.field, exc.message, _cause_reason(exc.message))]
-    return []
+    raw_model = (models or {}).get(device.model_ref)
+    if raw_model is None:
+        return []  # not created yet: the edge's devicetwin checks the values once the model arrives
+    try:
+        model = parse_device_model(raw_model)
+    except ValidationError:
+        return []  # a model stored before a stricter parser: the edge reports it as unusable
+    return [
+        Cause(exc.field, f"Invalid value: {exc.message}", "FieldValueInvalid")
+        for exc in desired_value_problems(device, model)
+    ]
 
 
 def _cause_reason(message: str) -> str:
@@ -691,8 +708,16 @@ def _secret_causes(obj: JSONObject, old: JSONObject | None) -> list[Cause]:
     return causes + _immutable_causes(SECRETS, obj, old)
 
 
-def validate(rt: ResourceType, obj: JSONObject, old: JSONObject | None = None) -> None:
-    """Raise a 422 Invalid ApiError listing every bad field found; ``old`` is set on updates."""
+def validate(
+    rt: ResourceType,
+    obj: JSONObject,
+    old: JSONObject | None = None,
+    *,
+    models: Mapping[str, JSONObject] | None = None,
+) -> None:
+    """Raise a 422 Invalid ApiError listing every bad field found; ``old`` is set on updates. ``models``
+    (DeviceModels of the object's namespace by name) lets a Device's desired values be checked against
+    the model it names (:func:`app.devices.desired_value_problems`)."""
     causes = _metadata_causes(rt, obj)
     if rt is CONFIGMAPS:
         causes += _configmap_causes(obj, old)
@@ -705,6 +730,6 @@ def validate(rt: ResourceType, obj: JSONObject, old: JSONObject | None = None) -
     elif rt in (DEPLOYMENTS, REPLICASETS):
         causes += _workload_causes(rt, obj, old)
     elif rt in (DEVICES, DEVICEMODELS):
-        causes += _device_causes(rt, obj)
+        causes += _device_causes(rt, obj, models)
     if causes:
         raise invalid(rt, str(_d(obj.get("metadata")).get("name") or ""), causes)

@@ -27,6 +27,10 @@ never restart a running container when they change, exactly as in Kubernetes. Ho
 its volumes (a private mount namespace when the edge is root, else the ``FLEETOPS_VOLUME_*`` variables
 and a ``VolumesHonoured=False`` pod condition) is the runtime's business: see ``runtime.py``.
 
+Node environment: what the node advertises to its pods (the URL of its MQTT broker, ``FLEETOPS_MQTT_URL``)
+comes from the injected ``node_env`` at each start and is set before ``envFrom`` and ``env``, so a pod's own
+variable of that name wins, as Kubernetes' service variables do.
+
 Not done: pod sandbox/networking (processes share the host network, so podIP is the host IP), resource
 limits, events, ephemeral containers, per-probe termination grace periods; exec probes run in the host's
 mount namespace, so they do not see a container's volumes at their mountPaths.
@@ -43,7 +47,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,6 +109,23 @@ class PodStatusSink(Protocol):
 
     def pod_terminated(self, pod: JSONObject) -> None:
         """A pod with a deletionTimestamp has all its containers stopped."""
+
+
+# A log line's own time stamp (``2024-05-01 12:00:00,123 ``, ISO 8601 too): left out of an event's
+# reason, so that the same failure at each restart is the same event message.
+_LOG_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s+")
+# The most of a failure's reason an event message carries (Kubernetes events hold about 1 KiB of text).
+EVENT_REASON_CHARS = 512
+
+
+def event_reason(text: str) -> str:
+    """What an event says of why a container failed: the last non-empty line of its termination message
+    or log (a workload's "bad model: ..." line, a traceback's exception), without the line's time stamp."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = _LOG_TIMESTAMP.sub("", lines[-1])
+    return line if len(line) <= EVENT_REASON_CHARS else line[: EVENT_REASON_CHARS - 3] + "..."
 
 
 def _parse_time(value: str) -> float:
@@ -274,8 +295,10 @@ class Edged:
         backoff_max: float = 300.0,
         config: ConfigSource | None = None,
         events: EventSink | None = None,
+        node_env: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.node_env = node_env
         self.config = config
         self.events = events
         self.node_name = node_name
@@ -669,6 +692,11 @@ class Edged:
     async def _do_start(
         self, pod: _Pod, rec: _Container, container: Container, launch: ContainerConfig
     ) -> None:
+        if self.node_env is not None:
+            node_env = await self.node_env()
+            if node_env:
+                launch = dataclasses.replace(launch, env_from={**node_env, **launch.env_from})
+                rec.launch = launch
         try:
             proc = await self.runtime.start(self._context(pod), container, rec.directory, launch)
         except ContainerStartError as exc:
@@ -728,23 +756,26 @@ class Edged:
         if rec.proc is proc:
             info = self._exit_info(status, proc)
             desired = self._desired(pod, rec.name)
-            if (
-                info.exit_code != 0
-                and not info.message
-                and desired is not None
-                and desired.termination_message_policy == "FallbackToLogsOnError"
-            ):
-                tail = await asyncio.to_thread(self._log_tail, rec)
-                info = dataclasses.replace(info, message=tail)
-            self._on_exit(pod, rec, info)
+            tail = ""
+            if info.exit_code != 0 and not info.message:
+                # The log's end says why a run failed: the status message under FallbackToLogsOnError,
+                # and, whatever the policy, the BackOff event's reason (what `kubectl describe` shows).
+                tail = await asyncio.to_thread(self._log_tail, rec, info.started_at)
+                if desired is not None and desired.termination_message_policy == "FallbackToLogsOnError":
+                    info = dataclasses.replace(info, message=tail)
+            self._on_exit(pod, rec, info, log_tail=tail)
             self._wake.set()
 
-    def _log_tail(self, rec: _Container) -> str:
+    def _log_tail(self, rec: _Container, since: float) -> str:
         """The end of a failed run's log, as Kubernetes' FallbackToLogsOnError takes it: the last 80 lines,
-        at most 2 KiB."""
+        at most 2 KiB, of this run only (``since`` its start: the runs of a container share one file)."""
         path = self.runtime.log_path(rec.directory, rec.name)
         try:
-            options = LogOptions(tail_lines=TERMINATION_LOG_LINES, limit_bytes=TERMINATION_LOG_BYTES * 4)
+            options = LogOptions(
+                tail_lines=TERMINATION_LOG_LINES,
+                since_time=since or None,
+                limit_bytes=TERMINATION_LOG_BYTES * 4,
+            )
             text = b"".join(read_log(path, options)).decode("utf-8", "replace")
         except OSError:
             return ""
@@ -769,7 +800,9 @@ class Edged:
             except Exception:  # an event is a report: it must never break supervision
                 log.exception("recording event %s for pod %s/%s failed", reason, pod.namespace, pod.name)
 
-    def _on_exit(self, pod: _Pod, rec: _Container, info: ExitInfo) -> None:
+    def _on_exit(self, pod: _Pod, rec: _Container, info: ExitInfo, log_tail: str = "") -> None:
+        """Record an exit and schedule the restart; ``log_tail`` (the end of a failed run's log) gives the
+        BackOff event its reason when the exit itself has no message."""
         log.info(
             "container exited pod=%s/%s container=%s code=%d reason=%s",
             pod.namespace,
@@ -801,12 +834,9 @@ class Edged:
                 )
                 rec.backoff_until = info.finished_at + rec.backoff_delay
                 if info.exit_code != 0:
-                    self._event(
-                        pod,
-                        "Warning",
-                        "BackOff",
-                        f"Back-off restarting failed container {rec.name} in pod {pod.name}",
-                    )
+                    text = f"Back-off restarting failed container {rec.name} in pod {pod.name}"
+                    why = event_reason(info.message or log_tail)
+                    self._event(pod, "Warning", "BackOff", f"{text}: {why}" if why else text)
         if info.reason == "StartError":
             self._event(pod, "Warning", "Failed", f"Error: {info.message or 'the container could not start'}")
         rec.save()

@@ -7,6 +7,11 @@ serves (``devices.kubeedge.io/v1beta1``)::
     {"broker": "mqtt://127.0.0.1:1883", "failureThreshold": 3,
      "devices": [<Device>...], "deviceModels": [<DeviceModel>...]}
 
+``broker`` is optional: by default a workload uses its node's broker, whose URL Edged sets in every
+container as ``FLEETOPS_MQTT_URL`` (a broker serves one node; see :mod:`edgeservice.broker`).
+:func:`read_config`, which every workload (adapters, aggregator, camera, inference) reads its config
+through, fills it in.
+
 A bad config (unreadable, a Device that does not validate or fit its model, a visitor the driver cannot
 serve) is logged with the offending JSON path and the process exits with :data:`EXIT_CONFIG` (2), so
 Edged reports a crash loop whose log names the field.
@@ -75,6 +80,7 @@ from app.devices import (
 from app.errors import ValidationError
 from app.resources import JSONObject
 from app.twin import BAD_REQUEST_CODE, TwinPatch, TwinUpdate
+from edgeservice.broker import MQTT_URL_ENV
 from edgeservice.errors import EdgeError
 
 log = logging.getLogger(__name__)
@@ -188,7 +194,9 @@ def parse_config(
         raise ConfigError("the config must be a JSON object")
     broker = obj.get("broker")
     if not isinstance(broker, str) or not broker:
-        raise ConfigError("Required value: the MQTT broker URL", field="broker")
+        raise ConfigError(
+            f"Required value: the MQTT broker URL (or the node's, in ${MQTT_URL_ENV})", field="broker"
+        )
     threshold = obj.get("failureThreshold", DEFAULT_FAILURE_THRESHOLD)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
         raise ConfigError("must be an integer >= 1", field="failureThreshold")
@@ -237,13 +245,16 @@ def parse_config(
 
 def read_config(path: Path, parse: Callable[[Any], C]) -> C:
     """A workload's JSON config file, validated by ``parse``; every problem is a ConfigError naming the
-    file (and the field)."""
+    file (and the field). A config without ``broker`` gets the node's broker from ``FLEETOPS_MQTT_URL``,
+    which Edged sets in every container, so a workload's config need not know the node's address."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read the config: {exc.strerror}", path=str(path)) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not JSON: {exc}", path=str(path)) from exc
+    if isinstance(obj, dict) and obj.get("broker") is None and os.environ.get(MQTT_URL_ENV):
+        obj["broker"] = os.environ[MQTT_URL_ENV]  # the node's broker, as Edged advertises it
     try:
         return parse(obj)
     except ConfigError as exc:

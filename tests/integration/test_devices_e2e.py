@@ -4,6 +4,7 @@ the edge's DeviceTwin, MQTT and a Modbus adapter pod, and the value read back is
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import socket
@@ -18,14 +19,19 @@ import aiomqtt
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from app.launcher import LocalCluster, tail
+from app.launcher import LaunchError, LocalCluster, tail
 from edgeservice.sim.modbus import HR_SPEED_SETPOINT, ModbusPumpSimulator
+from tests.integration import test_kubectl as kube
 
 pytestmark = pytest.mark.slow
 
 MQTT = ("127.0.0.1", 1883)
 DEVICES = "/apis/devices.kubeedge.io/v1beta1/namespaces/default"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+
+
+# The real kubectl against a served API (TLS, a throwaway certificate): see test_kubectl.
+kubectl = kube.kubectl
 
 
 def _broker_up() -> bool:
@@ -162,30 +168,34 @@ def workload(app: str, module: str, config: Path) -> dict[str, Any]:
     }
 
 
-async def deploy_adapter(cluster: LocalCluster, tmp_path: Path, name: str, port: int) -> None:
-    """Run the Modbus adapter for device ``name`` as a pod on edge-1."""
+async def deploy_adapter(
+    cluster: LocalCluster, tmp_path: Path, name: str, port: int, *, own_broker: bool = False
+) -> None:
+    """Run the Modbus adapter for device ``name`` as a pod on edge-1: on the shared Mosquitto, or with
+    ``own_broker`` on the one edge-1 advertises (its config names no broker)."""
     config = tmp_path / "adapter.json"
-    config.write_text(
-        json.dumps(
-            {
-                "broker": f"mqtt://{MQTT[0]}:{MQTT[1]}",
-                "devices": [device(name, port, None)],
-                "deviceModels": [model()],
-            }
-        )
-    )
+    cfg: dict[str, Any] = {"devices": [device(name, port, None)], "deviceModels": [model()]}
+    if not own_broker:
+        cfg["broker"] = f"mqtt://{MQTT[0]}:{MQTT[1]}"
+    config.write_text(json.dumps(cfg))
     adapter = workload("modbus-adapter", "edgeservice.workloads.modbus", config)
     await cluster.request("POST", DEPLOYMENTS, adapter)
 
 
-async def start_pump(cluster: LocalCluster, tmp_path: Path, sim: ModbusPumpSimulator) -> str:
-    """edge-1 with the shared Mosquitto, the pump's Device and its adapter, reading; returns the name."""
-    await cluster.start_edge("edge-1", None, "--mqtt", f"tcp://{MQTT[0]}:{MQTT[1]}")
+async def start_pump(
+    cluster: LocalCluster, tmp_path: Path, sim: ModbusPumpSimulator, *, own_broker: bool = False
+) -> str:
+    """edge-1 with the shared Mosquitto (or, with ``own_broker``, started without --mqtt: its embedded
+    broker, which the adapter finds in FLEETOPS_MQTT_URL), the pump's Device and its adapter, reading;
+    returns the device's name."""
+    await cluster.start_edge(
+        "edge-1", None, *(() if own_broker else ("--mqtt", f"tcp://{MQTT[0]}:{MQTT[1]}"))
+    )
     await cluster.wait_ready_nodes(["edge-1"])
-    name = f"pump-{uuid.uuid4().hex[:8]}"  # Mosquitto is shared: a topic of our own
+    name = f"pump-{uuid.uuid4().hex[:8]}"  # Mosquitto may be shared: a topic of our own
     await cluster.request("POST", f"{DEVICES}/devicemodels", model())
     await cluster.request("POST", f"{DEVICES}/devices", device(name, sim.port, None))
-    await deploy_adapter(cluster, tmp_path, name, sim.port)
+    await deploy_adapter(cluster, tmp_path, name, sim.port, own_broker=own_broker)
     await cluster.wait_until(
         f"{DEVICES}/devices/{name}",
         lambda d: reported(d, "setpoint") is not None and d.get("status", {}).get("state") == "online",
@@ -202,8 +212,10 @@ async def test_desired_value_reaches_the_pump_and_the_reading_comes_back(
     sim.model.set_speed_setpoint(0)
     await sim.start()
     try:
-        name = await start_pump(cluster, tmp_path, sim)
+        # An edge without --mqtt and an adapter whose config names no broker: the edge's own broker.
+        name = await start_pump(cluster, tmp_path, sim, own_broker=True)
         assert reported(await cluster.request("GET", f"{DEVICES}/devices/{name}"), "setpoint") == "0"
+        assert edge_broker(cluster, "edge-1")[1] != MQTT[1]
 
         # The operator sets a desired value at the cloud; the pump gets it and the cloud sees it read back.
         wanted = device(name, sim.port, "1500")
@@ -222,7 +234,7 @@ async def test_desired_value_reaches_the_pump_and_the_reading_comes_back(
         # The aggregator pod sends window summaries, not every sample; the cloud keeps a history to chart.
         agg_config = tmp_path / "aggregator.json"
         agg_config.write_text(
-            json.dumps({"broker": f"mqtt://{MQTT[0]}:{MQTT[1]}", "window": 0.5, "devices": [name]})
+            json.dumps({"window": 0.5, "devices": [name]})  # the node's broker, as the adapter
         )
         aggregator = workload("aggregator", "edgeservice.workloads.aggregator", agg_config)
         await cluster.request("POST", DEPLOYMENTS, aggregator)
@@ -263,18 +275,34 @@ async def test_desired_value_reaches_the_pump_and_the_reading_comes_back(
         await sim.stop()
 
 
-async def device_events(cluster: LocalCluster, name: str) -> dict[str, str]:
-    """The Events about Device ``name``: reason -> message."""
+async def device_events(cluster: LocalCluster, name: str) -> list[tuple[str, str]]:
+    """The Events about Device ``name``: (reason, message) each."""
     events = await cluster.request("GET", "/api/v1/namespaces/default/events")
-    return {
-        e["reason"]: e["message"]
+    return [
+        (e["reason"], e["message"])
         for e in events["items"]
         if e["involvedObject"].get("kind") == "Device" and e["involvedObject"].get("name") == name
-    }
+    ]
 
 
-async def edge_metrics(cluster: LocalCluster) -> str:
-    local = json.loads((cluster.root / "edge-1" / "endpoints.json").read_text())["localApi"]
+def edge_broker(cluster: LocalCluster, node: str) -> tuple[str, int]:
+    """The MQTT broker edge ``node`` advertises in its endpoints.json (its own: a broker serves one node)."""
+    url = json.loads((cluster.root / node / "endpoints.json").read_text())["mqtt"]
+    host, port = str(url).removeprefix("tcp://").rsplit(":", 1)
+    return host, int(port)
+
+
+async def wait_edge_broker(cluster: LocalCluster, node: str) -> tuple[str, int]:
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                return edge_broker(cluster, node)
+            except (OSError, KeyError, ValueError):
+                await asyncio.sleep(0.1)  # advertised once the edge's first device or pod needs it
+
+
+async def edge_metrics(cluster: LocalCluster, node: str = "edge-1") -> str:
+    local = json.loads((cluster.root / node / "endpoints.json").read_text())["localApi"]
     async with aiohttp.ClientSession() as session, session.get(local + "/metrics") as resp:
         return await resp.text()
 
@@ -286,105 +314,204 @@ def rejected(metrics: str, reason: str) -> float:
     raise AssertionError(f"no rejected count for {reason} in the edge's metrics")
 
 
+def update(prop: str, part: str, value: str) -> bytes:
+    return json.dumps(
+        {"event_id": f"{prop}-{part}-{value}", "twin": {prop: {part: {"value": value}}}}
+    ).encode()
+
+
+async def report_speed(cluster: LocalCluster, client: aiomqtt.Client, name: str, value: str) -> None:
+    """Publish a reading of ``name`` until the cloud shows it: until the edge's twin knows the device and
+    its bus is subscribed, a message is not delivered (an adapter repeats it on its cycle too)."""
+    async with asyncio.timeout(30):
+        while reported(await cluster.request("GET", f"{DEVICES}/devices/{name}"), "speed") != value:
+            await client.publish(
+                f"$hw/events/device/{name}/twin/update", update("speed", "actual", value), qos=1
+            )
+            await asyncio.sleep(0.3)
+
+
 async def test_bad_mqtt_input_is_answered_recorded_as_device_events_and_counted(
     cluster: LocalCluster,
 ) -> None:
-    await cluster.start_edge("edge-1", None, "--mqtt", f"tcp://{MQTT[0]}:{MQTT[1]}")
+    await cluster.start_edge("edge-1")  # a fresh edge on its own broker: every count below is its own
     await cluster.wait_ready_nodes(["edge-1"])
     name = f"pump-{uuid.uuid4().hex[:8]}"
     await cluster.request("POST", f"{DEVICES}/devicemodels", model())
     await cluster.request("POST", f"{DEVICES}/devices", device(name, 1, None))
     twin = f"$hw/events/device/{name}/twin/update"
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
 
-    def update(prop: str, part: str, value: str) -> bytes:
-        return json.dumps(
-            {"event_id": f"{prop}-{part}-{value}", "twin": {prop: {part: {"value": value}}}}
-        ).encode()
+    # Bad desired values set at the cloud are refused there, naming the field; nothing is stored.
+    before = await cluster.request("GET", f"{DEVICES}/devices/{name}")
+    for index, value, why in (
+        (0, "5000", "Invalid value: 5000 is above the maximum 3000"),
+        (0, "fast", "Invalid value: 'fast' is not a valid INT"),
+        (1, "5", "Invalid value: property 'speed' is ReadOnly"),
+    ):
+        props = copy.deepcopy(before["spec"]["properties"])
+        props[index]["desired"] = {"value": value}
+        with pytest.raises(LaunchError) as err:
+            await cluster.request(
+                "PATCH",
+                f"{DEVICES}/devices/{name}",
+                {"spec": {"properties": props}},
+                content_type="application/merge-patch+json",
+            )
+        assert str(err.value).endswith(
+            f'HTTP 422: Device.devices.kubeedge.io "{name}" is invalid: '
+            f"spec.properties[{index}].desired.value: {why}"
+        ), err.value
+    after = await cluster.request("GET", f"{DEVICES}/devices/{name}")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
-    async with aiomqtt.Client(*MQTT) as hmi:
+    async with aiomqtt.Client(*await wait_edge_broker(cluster, "edge-1")) as hmi:
         await hmi.subscribe(f"{twin}/result", qos=1)
-        # A good reading first: once it is reported at the cloud, the edge's twin knows the device and
-        # its bus is subscribed (until then a message is not delivered: repeat it, as an adapter would).
-        async with asyncio.timeout(30):
-            while reported(await cluster.request("GET", f"{DEVICES}/devices/{name}"), "speed") != "10":
-                await hmi.publish(twin, update("speed", "actual", "10"), qos=1)
-                await asyncio.sleep(0.3)
+        await hmi.subscribe(f"$hw/events/device/{ghost}/twin/update/result", qos=1)
+        await report_speed(cluster, hmi, name, "10")
         answers: dict[str, str] = {}
         bad = {
-            "wrong type": update("setpoint", "actual", "fast"),
-            "out of range": update("setpoint", "expected", "5000"),
-            "read only": update("speed", "expected", "5"),
-            "malformed": b"{not json",
+            "wrong type": (twin, update("setpoint", "actual", "fast")),
+            "out of range": (twin, update("setpoint", "expected", "5000")),
+            "read only": (twin, update("speed", "expected", "5")),
+            "malformed": (twin, b"{not json"),
+            "unknown device": (f"$hw/events/device/{ghost}/twin/update", update("speed", "actual", "1")),
         }
-        for what, payload in bad.items():
-            await hmi.publish(twin, payload, qos=1)
+        for what, (topic, payload) in bad.items():
+            await hmi.publish(topic, payload, qos=1)
             async with asyncio.timeout(10):
                 async for message in hmi.messages:
-                    body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    body = json.loads(bytes(message.payload))
                     if body.get("code") == 400:
                         answers[what] = body["reason"]
+                        assert message.topic.value == f"{topic}/result", what
                         break
         # A data update without data and an unknown state: no /result topic, but still refused.
-        await hmi.publish(f"$ke/events/device/{name}/data/update", b'{"window": {}}')
+        await hmi.publish(f"$ke/events/device/{name}/data/update", b'{"window": {}}', qos=1)
         await hmi.publish(f"$hw/events/device/{name}/state/update", b'{"state": "sleepy"}', qos=1)
     assert "setpoint" in answers["wrong type"] and "INT" in answers["wrong type"]
     assert "5000" in answers["out of range"] and "3000" in answers["out of range"]
     assert "ReadOnly" in answers["read only"]
     assert "malformed JSON" in answers["malformed"]
+    assert answers["unknown device"] == f"unknown device {ghost!r}"
 
-    # The operator sees why at the cloud: Warning Events on the Device.
+    # The operator sees why at the cloud: one Warning Event on the Device per refused message, each with
+    # its own reason (the unknown device has no Device to carry one).
+    expected = [
+        ("InvalidTwinUpdate", f"rejected twin/update from MQTT: {answers['wrong type']}"),
+        ("InvalidTwinUpdate", f"rejected twin/update from MQTT: {answers['out of range']}"),
+        ("InvalidTwinUpdate", f"rejected twin/update from MQTT: {answers['read only']}"),
+        ("MalformedMessage", f"rejected twin/update from MQTT: {answers['malformed']}"),
+        (
+            "InvalidTwinUpdate",
+            'rejected data/update from MQTT: a data update needs a non-empty "data" object',
+        ),
+        (
+            "InvalidTwinUpdate",
+            "rejected state/update from MQTT: state must be online, offline or unknown, not 'sleepy'",
+        ),
+    ]
     async with asyncio.timeout(30):
-        while not {"InvalidTwinUpdate", "MalformedMessage"} <= set(
-            events := await device_events(cluster, name)
-        ):
+        while len(events := await device_events(cluster, name)) < len(expected):
             await asyncio.sleep(0.2)
-    assert "rejected twin/update" in events["InvalidTwinUpdate"]
-    # Metrics count every rejection, by category; the device's state and values are untouched.
+    assert sorted(events) == sorted(expected)
+    assert await device_events(cluster, ghost) == []
+    # Metrics count every rejection, by category, exactly; the device's state and values are untouched.
     metrics = await edge_metrics(cluster)
-    assert rejected(metrics, "invalid") >= 5  # wrong type, out of range, read only, no data, bad state
-    assert rejected(metrics, "malformed") >= 1
+    assert rejected(metrics, "invalid") == 5  # wrong type, out of range, read only, no data, bad state
+    assert rejected(metrics, "malformed") == 1
+    assert rejected(metrics, "unknown_device") == 1
     dev = await cluster.request("GET", f"{DEVICES}/devices/{name}")
     assert reported(dev, "speed") == "10" and reported(dev, "setpoint") is None
 
 
-async def test_twin_changed_on_site_while_the_cloud_is_away_reconciles_on_reconnect(
-    cluster: LocalCluster, tmp_path: Path
+async def test_edges_each_on_their_own_broker_do_not_refuse_each_others_devices(
+    cluster: LocalCluster,
 ) -> None:
-    sim = ModbusPumpSimulator(port=0)
-    sim.model.set_speed_setpoint(0)
-    await sim.start()
-    try:
-        name = await start_pump(cluster, tmp_path, sim)
-        wanted = device(name, sim.port, "1500")
-        patch = {"spec": {"properties": wanted["spec"]["properties"]}}
-        await cluster.request(
-            "PATCH", f"{DEVICES}/devices/{name}", patch, content_type="application/merge-patch+json"
-        )
-        await cluster.wait_until(
-            f"{DEVICES}/devices/{name}", lambda d: reported(d, "setpoint") == "1500", timeout=60
-        )
+    """A broker serves one node: two edges without --mqtt get a broker each, so neither sees (and refuses
+    as an unknown device) the other's device traffic."""
+    await cluster.start_edge("edge-1")
+    await cluster.start_edge("edge-2")
+    await cluster.wait_ready_nodes(["edge-1", "edge-2"])
+    await cluster.request("POST", f"{DEVICES}/devicemodels", model())
+    names = {node: f"pump-{uuid.uuid4().hex[:8]}" for node in ("edge-1", "edge-2")}
+    for node, name in names.items():
+        dev = device(name, 1, None)
+        dev["spec"]["nodeName"] = node
+        await cluster.request("POST", f"{DEVICES}/devices", dev)
+    brokers = {node: await wait_edge_broker(cluster, node) for node in names}
+    assert brokers["edge-1"] != brokers["edge-2"]
+    for node, name in names.items():
+        async with aiomqtt.Client(*brokers[node]) as adapter:
+            await report_speed(cluster, adapter, name, "7")
+    for node in names:
+        metrics = await edge_metrics(cluster, node)
+        assert [rejected(metrics, r) for r in ("unknown_device", "invalid", "malformed")] == [0, 0, 0], node
 
-        # The cloud goes away. On site, an HMI sets a new desired value through the edge's MQTT; the edge
-        # alone gets it written to the pump and read back.
-        assert cluster.cloud is not None
-        await cluster.cloud.kill()
-        async with aiomqtt.Client(*MQTT) as hmi:
-            body = {"event_id": "hmi-1", "twin": {"setpoint": {"expected": {"value": "2200"}}}}
-            await hmi.publish(f"$hw/events/device/{name}/twin/update", json.dumps(body), qos=1)
-        async with asyncio.timeout(30):
-            while await holding(sim.port) != 2200:
-                await asyncio.sleep(0.1)
 
-        # The cloud comes back: the edge's newer on-site value wins by the version rules, and the cloud
-        # shows it as the device's observed desired value and its reading.
-        await cluster.start_cloud()
-        dev = await cluster.wait_until(
-            f"{DEVICES}/devices/{name}",
-            lambda d: reported(d, "setpoint") == "2200" and observed_desired(d, "setpoint") == "2200",
-            timeout=60,
-            what="the on-site value reconciled at the cloud",
-        )
-        assert dev["status"]["state"] == "online"
-        assert await holding(sim.port) == 2200  # the cloud's older 1500 did not overwrite it
-    finally:
-        await sim.stop()
+DEVICE_YAML = """\
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {name: pump}
+spec:
+  protocol: modbus
+  properties:
+  - {name: setpoint, type: INT, accessMode: ReadWrite, minimum: "0", maximum: "3000"}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: pump-1}
+spec:
+  deviceModelRef: {name: pump}
+  nodeName: edge-1
+  protocol:
+    protocolName: modbus
+    configData: {ip: 127.0.0.1, port: 5020, slaveID: 1}
+  properties:
+  - name: setpoint
+    desired: {value: "DESIRED"}
+    visitors:
+      protocolName: modbus
+      configData: {register: HoldingRegister, offset: 0, dataType: uint16}
+"""
+
+
+@pytest.mark.kubectl
+async def test_kubectl_apply_device_yaml_and_get_devices(kubectl: kube.Kubectl) -> None:
+    path = kubectl.manifest("device.yaml", DEVICE_YAML.replace("DESIRED", "1200"))
+    _, out, _ = await kubectl.run("apply", "-f", path)
+    assert out.splitlines() == [
+        "devicemodel.devices.kubeedge.io/pump created",
+        "device.devices.kubeedge.io/pump-1 created",
+    ]
+    _, out, _ = await kubectl.run("get", "devices")
+    header, row = kube._table(out)
+    assert header == ["NAME", "MODEL", "NODE", "PROTOCOL", "STATE", "AGE"]
+    assert row[:5] == ["pump-1", "pump", "edge-1", "modbus", "<unknown>"] and row[5].endswith("s"), row
+    _, out, _ = await kubectl.run("get", "devicemodels")
+    assert kube._table(out)[0][:2] == ["NAME", "PROTOCOL"] and kube._table(out)[1][:2] == ["pump", "modbus"]
+
+    # A new desired value is a patch; an unchanged file changes nothing.
+    kubectl.manifest("device.yaml", DEVICE_YAML.replace("DESIRED", "1500"))
+    _, out, _ = await kubectl.run("apply", "-f", path)
+    assert out.splitlines() == [
+        "devicemodel.devices.kubeedge.io/pump unchanged",
+        "device.devices.kubeedge.io/pump-1 configured",
+    ]
+    _, out, _ = await kubectl.run(
+        "get", "device", "pump-1", "-o", "jsonpath={.spec.properties[0].desired.value}"
+    )
+    assert out == "1500"
+
+    # A desired value the model does not allow is refused, naming the field, and nothing changes.
+    kubectl.manifest("device.yaml", DEVICE_YAML.replace("DESIRED", "5000"))
+    rc, _, err = await kubectl.run("apply", "-f", path, check=False)
+    assert rc == 1
+    assert err == (
+        'The Device "pump-1" is invalid: spec.properties[0].desired.value: '
+        "Invalid value: 5000 is above the maximum 3000\n"
+    ), err  # kubectl's rendering of the 422 Status's details, as for the apiserver's
+    _, out, _ = await kubectl.run(
+        "get", "device", "pump-1", "-o", "jsonpath={.spec.properties[0].desired.value}"
+    )
+    assert out == "1500"

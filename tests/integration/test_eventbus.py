@@ -10,6 +10,8 @@ import asyncio
 import json
 import os
 import secrets
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from app.twin import BAD_REQUEST_CODE, Twin, TwinValue, delta_payload
 from edgeservice.broker import (
     BrokerUrlError,
     EmbeddedBroker,
+    NodeBroker,
     ensure_broker,
     parse_url,
     reachable,
@@ -270,11 +273,79 @@ async def test_ensure_broker_falls_back_to_embedded_when_unreachable() -> None:
     url, broker = await ensure_broker(dead.url)
     assert broker is not None
     try:
-        assert url == broker.url != dead.url
+        # The kernel may hand the dead broker's port out again: what matters is that ours answers.
+        assert url == broker.url and broker.running
         async with aiomqtt.Client(broker.host, broker.port) as client:
             await client.publish("fleetops/probe", b"1", qos=1)
     finally:
         await broker.stop()
+
+
+async def test_node_broker_is_resolved_once_and_comes_back_on_its_port() -> None:
+    told: list[str] = []
+    node = NodeBroker(None, on_resolved=told.append)
+    first, second = await asyncio.gather(node.resolve(), node.resolve())  # Edged and devicetwin at once
+    try:
+        assert first == second == told[0] and len(told) == 1
+        assert node.embedded is not None and node.url == node.embedded.url == first
+        port = node.embedded.port
+    finally:
+        await node.stop()
+    assert not await reachable("127.0.0.1", port)  # stopped: a later resolve() starts it again
+    # The edge restarts with the port its last run advertised: pods that kept running find it again.
+    again = NodeBroker(None, port=port)
+    try:
+        assert await again.resolve() == f"tcp://127.0.0.1:{port}"
+    finally:
+        await again.stop()
+
+
+_OWNER = """
+import asyncio, sys
+from edgeservice.broker import EmbeddedBroker
+
+async def main():
+    broker = EmbeddedBroker()
+    await broker.start()
+    print(broker.port, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_owner_takes_its_embedded_broker_with_it() -> None:
+    """An edge killed with SIGKILL (its unit keeps pods alive with KillMode=process) must not leave its
+    broker holding the node's port: the restarted edge starts it again there."""
+    owner = await asyncio.create_subprocess_exec(sys.executable, "-c", _OWNER, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert owner.stdout is not None
+        line = await asyncio.wait_for(owner.stdout.readline(), 15)
+        port = int(line)
+        assert await reachable("127.0.0.1", port)
+    finally:
+        owner.kill()
+        await owner.wait()
+    await _until(lambda: _refused("127.0.0.1", port))
+
+
+def _refused(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) != 0
+
+
+async def test_node_broker_picks_another_port_when_its_old_one_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = NodeBroker("", port=port)
+        try:
+            url = await node.resolve()
+            assert node.embedded is not None and node.embedded.port != port
+            assert url == node.embedded.url and await reachable("127.0.0.1", node.embedded.port)
+        finally:
+            await node.stop()
 
 
 async def test_ensure_broker_without_url_starts_embedded() -> None:

@@ -4,13 +4,13 @@ with the real pymodbus and asyncua clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib.metadata import entry_points
 from typing import TypeVar
 
 import pytest
@@ -269,17 +269,17 @@ async def test_opcua_line_follows_commands() -> None:
 # --- CLI -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not any(ep.name == "sim" for ep in entry_points(group="fleetops.commands")),
-    reason="the `sim` entry point is not in pyproject.toml yet (lead adds it; reinstall with pip -e)",
-)
-async def test_cli_runs_modbus_simulator_until_sigterm() -> None:
+@contextlib.asynccontextmanager
+async def _sim_cli(protocol: str, listening: str) -> AsyncIterator[str]:
+    """``fleetops sim PROTOCOL --port 0`` as a child process (through ``app.cli``, as the entry point runs
+    it): yields what the ``listening`` pattern's group matched in its log, then sends SIGTERM and expects
+    a clean exit (0) within 10 s."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "app.cli",
         "sim",
-        "modbus",
+        protocol,
         "--port",
         "0",
         stderr=asyncio.subprocess.PIPE,
@@ -287,19 +287,14 @@ async def test_cli_runs_modbus_simulator_until_sigterm() -> None:
     )
     try:
         assert proc.stderr is not None
-        port = 0
+        address = ""
         async with asyncio.timeout(15):
-            while not port:
+            while not address:
                 line = (await proc.stderr.readline()).decode()
                 assert line, "the simulator exited before listening"
-                if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-                    port = int(m.group(1))
-        client = AsyncModbusTcpClient("127.0.0.1", port=port)
-        assert await client.connect()
-        try:
-            assert len(await _inputs(client)) == 5
-        finally:
-            client.close()
+                if m := re.search(listening, line):
+                    address = m.group(1)
+        yield address
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             assert await proc.wait() == 0
@@ -307,3 +302,22 @@ async def test_cli_runs_modbus_simulator_until_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_cli_runs_modbus_simulator_until_sigterm() -> None:
+    async with _sim_cli("modbus", r"listening on 127\.0\.0\.1:(\d+)") as port:
+        client = AsyncModbusTcpClient("127.0.0.1", port=int(port))
+        assert await client.connect()
+        try:
+            assert len(await _inputs(client)) == 5
+        finally:
+            client.close()
+
+
+async def test_cli_runs_opcua_simulator_until_sigterm() -> None:
+    async with _sim_cli("opcua", r"listening on (opc\.tcp://\S+)") as endpoint:
+        assert re.fullmatch(r"opc\.tcp://127\.0\.0\.1:[1-9]\d*/fleetops/", endpoint), endpoint
+        async with Client(endpoint) as client:
+            assert await client.get_namespace_index(NAMESPACE_URI) == 2
+            temperature = await client.get_node(node_id("Temperature")).read_value()
+            assert isinstance(temperature, float) and 20 <= temperature <= 30

@@ -1,8 +1,11 @@
-"""Device and DeviceModel validation: every bad input names its field; good input parses into typed views."""
+"""Device and DeviceModel validation: every bad input names its field; good input parses into typed views.
+A desired value its model does not allow is refused by the API (422 naming the field) and, when the model
+came too late for that, by the edge's devicetwin (a Warning Event, no delta)."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,10 +14,17 @@ from app.devices import (
     ModelProperty,
     check_device_against_model,
     check_value,
+    desired_value_problems,
     parse_device,
     parse_device_model,
 )
+from app.envelope import Message
 from app.errors import ValidationError
+from app.resources import DEVICES
+from cloudservice.api import strategy
+from cloudservice.api.status import ApiError
+from edgeservice.devicetwin import DeviceTwin
+from edgeservice.metamanager import MetaManager
 
 
 def _model() -> dict[str, Any]:
@@ -365,3 +375,109 @@ def test_check_value_uses_given_field() -> None:
     with pytest.raises(ValidationError) as err:
         check_value(_INT, "x", field="twin.setpoint.expected")
     assert err.value.field == "twin.setpoint.expected"
+
+
+# Desired values against the model: at the API (the strategy) and at the edge (devicetwin) ----------------
+
+BAD_DESIRED: list[tuple[str, int, str, str]] = [
+    # (case, property index, desired value, what the message names)
+    ("out of range", 1, "250", "250 is above the maximum 100"),
+    ("wrong type", 1, "warm", "'warm' is not a valid INT"),
+    ("ReadOnly", 0, "20", "property 'temperature' is ReadOnly"),
+]
+
+
+def _desired(index: int, value: str) -> dict[str, Any]:
+    return _with(_device(), f"spec.properties.{index}.desired", {"value": value})
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "message"), [c[1:] for c in BAD_DESIRED], ids=[c[0] for c in BAD_DESIRED]
+)
+def test_api_refuses_a_desired_value_its_model_does_not_allow(index: int, value: str, message: str) -> None:
+    obj = _desired(index, value)
+    with pytest.raises(ApiError) as err:
+        strategy.validate(DEVICES, obj, models={"thermo": _model()})
+    field = f"spec.properties[{index}].desired.value"
+    status = err.value.to_status()
+    assert (status["kind"], status["status"], status["code"], status["reason"]) == (
+        "Status",
+        "Failure",
+        422,
+        "Invalid",
+    )
+    assert status["message"] == (
+        f'Device.devices.kubeedge.io "thermo-1" is invalid: {field}: Invalid value: {message}'
+    )
+    assert status["details"]["causes"] == [
+        {"reason": "FieldValueInvalid", "message": f"Invalid value: {message}", "field": field}
+    ]
+
+
+def test_api_names_every_bad_desired_value() -> None:
+    obj = _with(_desired(1, "-3"), "spec.properties.0.desired", {"value": "1"})
+    with pytest.raises(ApiError) as err:
+        strategy.validate(DEVICES, obj, models={"thermo": _model()})
+    assert [c["field"] for c in err.value.to_status()["details"]["causes"]] == [
+        "spec.properties[0].desired.value",
+        "spec.properties[1].desired.value",
+    ]
+
+
+def test_api_accepts_a_desired_value_when_the_model_is_not_there_yet() -> None:
+    obj = _desired(1, "250")
+    strategy.validate(DEVICES, obj, models={})  # the model may be created after the Device
+    strategy.validate(DEVICES, obj)
+    strategy.validate(DEVICES, _desired(1, "100"), models={"thermo": _model()})
+    assert desired_value_problems(parse_device(_desired(1, "")), parse_device_model(_model())) == []
+
+
+@pytest.fixture
+def meta(tmp_path: Path) -> Any:
+    m = MetaManager(tmp_path / "edge.db")
+    m.open()
+    yield m
+    m.close()
+
+
+def test_devicetwin_refuses_a_bad_desired_value_with_an_event_and_no_delta(meta: MetaManager) -> None:
+    """The model reached the edge, the bad value passed the API (the model came later): the twin does not
+    take it as the expected value (no delta for the adapter), counts it, and says why on the Device."""
+    meta.apply([Message("update", "default/devicemodel/thermo", _model(), resourceversion="1")])
+    sent: list[Message] = []
+    twin = DeviceTwin(meta, "edge-1", sent.append)
+    good = _with(_desired(1, "42"), "metadata.uid", "u-1")
+    twin.device_changed(good)
+    assert twin.devices["thermo-1"].twins["setpoint"].expected.value == "42"  # type: ignore[union-attr]
+
+    for case, index, value, message in BAD_DESIRED:
+        sent.clear()
+        bad = _with(good, f"spec.properties.{index}.desired", {"value": value})
+        twin.device_changed(bad)
+        twin.device_changed(bad)  # delivered again (a resync): reported once
+        field = f"spec.properties[{index}].desired.value"
+        prop = "temperature" if index == 0 else "setpoint"
+        assert [(m.operation, m.resource, m.content) for m in sent] == [
+            (
+                "insert",
+                "default/deviceevent/thermo-1",
+                {
+                    "uid": "u-1",
+                    "type": "Warning",
+                    "reason": "InvalidDesiredValue",
+                    "message": f"desired value {value!r} of {prop!r} not applied: {field}: {message}",
+                },
+            )
+        ], case
+        twins = twin.devices["thermo-1"].twins
+        assert twins["setpoint"].expected.value == "42", case  # type: ignore[union-attr]
+        assert twins["temperature"].expected is None, case
+    assert twin.rejections == {"invalid": len(BAD_DESIRED)}
+
+    # A valid value again is applied, and the same bad value later is reported anew.
+    sent.clear()
+    twin.device_changed(_with(_desired(1, "43"), "metadata.uid", "u-1"))
+    assert twin.devices["thermo-1"].twins["setpoint"].expected.value == "43"  # type: ignore[union-attr]
+    twin.device_changed(_with(_desired(1, "250"), "metadata.uid", "u-1"))
+    assert [m.content["reason"] for m in sent] == ["InvalidDesiredValue"]
+    assert twin.rejections == {"invalid": len(BAD_DESIRED) + 1}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from app.envelope import Message
 from edgeservice.metamanager import CacheError, MetaManager
@@ -84,3 +86,129 @@ def test_a_closed_cache_refuses_writes(meta: MetaManager) -> None:
     meta.close()
     with pytest.raises(CacheError, match="not open"):
         meta.enqueue(_msg("x"))
+
+
+# -- latest wins: a device's status reports ------------------------------------------------------------
+
+
+def _status(device: str, value: str, *, uid: str = "u1", **extra: object) -> Message:
+    twins = [{"propertyName": "setpoint", "reported": {"value": value}}]
+    return Message(
+        "update", f"default/devicestatus/{device}", {"uid": uid, "status": {"twins": twins, **extra}}
+    )
+
+
+def _reported(message: Message) -> str:
+    return str(message.content["status"]["twins"][0]["reported"]["value"])
+
+
+def test_an_offline_period_leaves_one_pending_status_per_device(meta: MetaManager) -> None:
+    for i in range(200):  # an adapter reporting every cycle while the cloud is away
+        meta.enqueue(_status("pump", str(i)))
+    [row] = meta.outbox()
+    assert row.resource == "default/devicestatus/pump" and _reported(row) == "199"
+    assert row.seq == 200  # each report took a new number: none is ever reused with other content
+    assert meta.outbox_depth() == 1
+
+
+def test_each_device_keeps_its_own_latest_status(meta: MetaManager) -> None:
+    for i in range(5):
+        meta.write_outbox([(_status("pump", f"p{i}"), None), (_status("fan", f"f{i}"), None)])
+    rows = meta.outbox()
+    assert [(m.resource, _reported(m)) for m in rows] == [
+        ("default/devicestatus/pump", "p4"),
+        ("default/devicestatus/fan", "f4"),
+    ]
+    assert meta.outbox_depth() == 2
+
+
+def test_events_pod_statuses_and_telemetry_are_never_coalesced(meta: MetaManager) -> None:
+    kinds = [
+        Message("insert", "default/deviceevent/pump", {"uid": "u1", "reason": "DeviceOffline"}),
+        Message("insert", "default/event/web", {"uid": "u2", "reason": "BackOff"}),
+        Message("update", "default/podstatus/web", {"uid": "u2", "status": {"phase": "Running"}}),
+        Message("update", "default/devicedata/pump", {"uid": "u1", "summary": {"data": {}}}),
+        Message("delete", "default/pod/web", {"uid": "u2"}),
+    ]
+    for _ in range(3):
+        meta.write_outbox([(Message(m.operation, m.resource, m.content), None) for m in kinds])
+        meta.enqueue(_status("pump", "1"))  # a status report between them replaces only its own kind
+    rows = meta.outbox()
+    assert [m.resource for m in rows] == [m.resource for m in kinds] * 3 + ["default/devicestatus/pump"]
+    assert meta.outbox_depth() == len(rows) == 16
+
+
+def test_a_batch_persists_and_returns_only_the_latest_status_of_each_device(meta: MetaManager) -> None:
+    event = Message("insert", "default/deviceevent/pump", {"uid": "u1", "reason": "DeviceOffline"})
+    first, second = _status("pump", "1"), _status("pump", "2")
+    written = meta.write_outbox([(first, None), (event, None), (second, None)])
+    assert written == [event, second]  # what the edge puts on the tunnel: never the replaced one
+    assert [m.seq for m in written] == [1, 2] and first.seq == 0
+    assert [m.seq for m in meta.outbox()] == [1, 2]
+
+
+def test_a_replacing_status_keeps_what_only_the_older_one_said(meta: MetaManager) -> None:
+    # The cloud merges a status report over the stored status; the merged row has the effect of the two.
+    meta.enqueue(_status("pump", "1", state="online", lastOnlineTime="2024-05-01T10:00:00Z"))
+    meta.enqueue(_status("pump", "2", state="offline"))
+    [row] = meta.outbox()
+    assert row.content["status"] == {
+        "twins": [{"propertyName": "setpoint", "reported": {"value": "2"}}],
+        "state": "offline",
+        "lastOnlineTime": "2024-05-01T10:00:00Z",
+    }
+    # A report about another incarnation of the device (recreated under the same name) is dropped as it
+    # is: the cloud would refuse it, and nothing of it may leak into the new one's status.
+    meta.enqueue(_status("pump", "3", uid="u2"))
+    [row] = meta.outbox()
+    assert row.content == {
+        "uid": "u2",
+        "status": {"twins": [{"propertyName": "setpoint", "reported": {"value": "3"}}]},
+    }
+
+
+def test_a_status_in_flight_that_is_replaced_still_has_its_ack_cleared_correctly(meta: MetaManager) -> None:
+    sent = meta.enqueue(_status("pump", "1"))  # on the tunnel, not acknowledged yet
+    event = meta.enqueue(Message("insert", "default/deviceevent/pump", {"uid": "u1", "reason": "X"}))
+    newer = meta.enqueue(_status("pump", "2"))
+    assert newer.seq > event.seq > sent.seq  # the cloud's cursor, at sent.seq, can never skip the newer
+    assert [m.seq for m in meta.outbox()] == [event.seq, newer.seq]
+    # The ack of the replaced row arrives: it removes nothing else, and the depth stays exact.
+    meta.outbox_acked([sent.seq])
+    assert [m.seq for m in meta.outbox()] == [event.seq, newer.seq]
+    assert meta.outbox_depth() == 2
+    # Or its ack was lost, and the cloud's resync says it applied everything up to it: the same.
+    assert meta.outbox_done_through(sent.seq) == 0
+    meta.outbox_acked([event.seq, newer.seq])
+    assert meta.outbox() == [] and meta.outbox_depth() == 0
+
+
+def test_reports_queued_before_a_restart_are_replaced_after_it(tmp_path: Path) -> None:
+    meta = MetaManager(tmp_path / "edge.db")
+    meta.open()
+    for i in range(3):
+        meta.enqueue(_status("pump", str(i)))
+    meta.close()
+    meta.open()
+    meta.enqueue(_status("pump", "after"))
+    assert [(m.seq, _reported(m)) for m in meta.outbox()] == [(4, "after")]
+    meta.close()
+
+
+def test_finding_the_reports_to_replace_uses_the_partial_index(meta: MetaManager) -> None:
+    # An offline edge holds up to tens of thousands of telemetry rows; a status report must not scan them.
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, params: Any, *_: object) -> None:
+        if "GLOB" in statement and statement.lstrip().startswith("SELECT"):
+            seen.append((statement, params))
+
+    event.listen(meta.engine, "before_cursor_execute", record)
+    meta.enqueue(_status("pump", "1"))
+    meta.enqueue(_status("pump", "2"))
+    event.remove(meta.engine, "before_cursor_execute", record)
+    assert seen, "no query for the reports to replace"
+    with meta.engine.connect() as conn:
+        for statement, params in seen:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+            assert any("USING INDEX outbox_latest_wins" in str(row) for row in plan), plan
