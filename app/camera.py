@@ -5,14 +5,17 @@ its ``configData`` says where frames come from and how they are streamed::
 
     configData:
       url: synthetic://conveyor      # a V4L2 index ("0"), rtsp:// or http:// URL, a video file, or the
-                                     #   built-in synthetic conveyor (edgeservice.workloads.capture)
+                                     #   built-in synthetic conveyor (edgeservice.workloads.capture),
+                                     #   with ?seed=&defect_rate=&width=&height= if wanted
       fps: 30                        # frames per second captured and streamed (1-60, default 15)
       width: 640                     # stream resolution; both or neither (default: the source's own)
       height: 480
       jpegQuality: 80                # 1-100 (default 80)
 
 :func:`parse_camera_config` validates those fields with the path of the bad one, so ``kubectl apply`` of
-a camera with ``fps: 0`` is refused with a reason, as any other bad field is.
+a camera with ``fps: 0`` (or ``url: synthetic://belt``) is refused with a reason, as any other bad field
+is. What can be checked of a real source without opening it is its form; whether it opens is the edge's
+to find out, and it says so in the Device's state and Events.
 
 Streams are on demand and the newest frame wins at every hop (DESIGN.md, flow 3). A consumer that wants
 frames publishes a *lease* on the camera's watch topic every :data:`LEASE_RENEW_S` seconds; the producer
@@ -39,11 +42,24 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from app.errors import ValidationError
 from app.resources import JSONObject
 
 CAMERA_PROTOCOL: Final = "camera"
+SYNTHETIC_SCHEME: Final = "synthetic://"
+SYNTHETIC_CONVEYOR: Final = "synthetic://conveyor"
+# The synthetic conveyor's query parameters and their types (app.synthetic.ConveyorSource's arguments).
+SYNTHETIC_PARAMS: Final[dict[str, type[int] | type[float]]] = {
+    "seed": int,
+    "defect_rate": float,
+    "width": int,
+    "height": int,
+}
+# The conveyor's smallest frame: twice its inspection window (app.synthetic.CROP_SIZE, a test keeps the two
+# in step; the cloud validates Devices without importing the renderer and OpenCV).
+SYNTHETIC_MIN_SIDE: Final = 128
 Variant = Literal["frame", "overlay"]
 VARIANTS: Final[tuple[Variant, ...]] = ("frame", "overlay")
 
@@ -78,6 +94,38 @@ def _number(data: Mapping[str, Any], key: str, path: str) -> float | None:
     return float(value)
 
 
+def parse_synthetic_url(url: str, path: str = "url") -> dict[str, int | float]:
+    """The arguments of ``synthetic://conveyor?seed=&defect_rate=&width=&height=`` for
+    :class:`app.synthetic.ConveyorSource`; ValidationError on ``path`` for another name, an unknown
+    parameter or a value out of range (the source would refuse it at the edge, too late to say so)."""
+    parts = urlsplit(url)
+    if f"{parts.scheme}://{parts.netloc}{parts.path}" != SYNTHETIC_CONVEYOR:
+        raise ValidationError(path, f"{url!r}: the only synthetic source is {SYNTHETIC_CONVEYOR}")
+    params: dict[str, int | float] = {}
+    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        kind = SYNTHETIC_PARAMS.get(key)
+        if kind is None:
+            raise ValidationError(
+                path, f"unknown parameter {key!r} of {SYNTHETIC_CONVEYOR}: use {', '.join(SYNTHETIC_PARAMS)}"
+            )
+        try:
+            params[key] = kind(values[-1])
+        except ValueError as exc:
+            what = "a whole number" if kind is int else "a number"
+            raise ValidationError(path, f"{key}={values[-1]!r} is not {what}") from exc
+    seed = params.get("seed", 0)
+    if seed < 0:
+        raise ValidationError(path, f"seed={seed} must not be negative")
+    rate = params.get("defect_rate", 0.0)
+    if not 0.0 <= rate <= 1.0:
+        raise ValidationError(path, f"defect_rate={rate:g} must be from 0 to 1")
+    for key in ("width", "height"):
+        side = params.get(key)
+        if side is not None and not SYNTHETIC_MIN_SIDE <= side <= MAX_SIDE:
+            raise ValidationError(path, f"{key}={side} must be {SYNTHETIC_MIN_SIDE} to {MAX_SIDE} pixels")
+    return params
+
+
 def parse_camera_config(data: Mapping[str, Any], path: str = "spec.protocol.configData") -> CameraSettings:
     """A camera Device's ``configData``; raises ValidationError naming the field."""
     url = data.get("url")
@@ -88,6 +136,8 @@ def parse_camera_config(data: Mapping[str, Any], path: str = "spec.protocol.conf
             f"{path}.url",
             "Required value: a camera index, an rtsp:// or http:// URL, a video file or synthetic://conveyor",
         )
+    if url.strip().startswith(SYNTHETIC_SCHEME):
+        parse_synthetic_url(url.strip(), f"{path}.url")
     fps = _number(data, "fps", path)
     if fps is not None and not 0 < fps <= MAX_FPS:
         raise ValidationError(f"{path}.fps", f"must be more than 0 and at most {MAX_FPS:g}, not {fps:g}")

@@ -60,6 +60,7 @@ from app.camera import (
 )
 from app.devices import parse_device
 from app.errors import ValidationError
+from app.resources import JSONObject
 from edgeservice.workloads.adapter import (
     EXIT_CONFIG,
     OFFLINE,
@@ -140,6 +141,7 @@ class CameraStreamer:
         self.leases = Leases()
         self.watched = threading.Event()  # set while a lease is active: the capture thread encodes
         self.state = ""
+        self.state_reason = ""
         self.published = 0
         self.dropped = 0
         self._seq = 0
@@ -186,15 +188,19 @@ class CameraStreamer:
     def set_state(self, state: str, reason: str) -> None:
         if state == self.state:
             return
-        self.state = state
+        self.state, self.state_reason = state, reason
         if reason:
             log.warning("camera %s is %s: %s", self.camera.name, state, reason)
         else:
             log.info("camera %s is %s", self.camera.name, state)
-        payload = state_payload(state, timestamp=now_ms())
-        if reason:
-            payload["reason"] = reason
-        self.outbox.put(state_topic(self.camera.name), payload)
+        self.outbox.put(state_topic(self.camera.name), self.state_message())
+
+    def state_message(self) -> JSONObject:
+        """``state/update`` for the camera, with the reason when it is offline."""
+        payload = state_payload(self.state, timestamp=now_ms())
+        if self.state_reason:
+            payload["reason"] = self.state_reason
+        return payload
 
     def on_lease(self, payload: bytes | str) -> None:
         try:
@@ -282,11 +288,10 @@ class CameraWorkload:
             await self._say_offline()
 
     def _republish_state(self) -> None:
+        """The broker (re)connected: tell each camera's state again, with its reason."""
         for streamer in self.streamers.values():
             if streamer.state:
-                self.outbox.put(
-                    state_topic(streamer.camera.name), state_payload(streamer.state, timestamp=now_ms())
-                )
+                self.outbox.put(state_topic(streamer.camera.name), streamer.state_message())
 
     async def _expire_leases(self) -> None:
         while True:

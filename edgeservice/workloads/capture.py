@@ -5,6 +5,11 @@ A source is ``synthetic://conveyor[?seed=&defect_rate=&width=&height=]``
 the configured fps, default the file's own rate), a camera index (``"0"``: V4L2) or a stream URL
 (``rtsp://``, ``http://``), the last two read with ``cv2.VideoCapture`` and paced by the device.
 
+A stream URL is opened with OpenCV's FFmpeg backend and its open and read timeouts
+(``CAP_PROP_OPEN_TIMEOUT_MSEC``, ``CAP_PROP_READ_TIMEOUT_MSEC``): without them an unreachable RTSP server or
+an HTTP camera that accepts and then says nothing blocks the capture thread in FFmpeg for minutes, and the
+device stays ``online`` with no frames. A live source that gives no frame for :data:`STALL_S` is reopened.
+
 Capture runs in a thread (:func:`capture_loop`), not an asyncio task, because OpenCV's reads block (and
 release the GIL while they do). A source that cannot be opened or stops giving frames raises
 :class:`SourceError` with a reason an operator can act on; the loop reports it (``offline`` with the reason)
@@ -25,18 +30,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
 
 from app import synthetic
+from app.camera import SYNTHETIC_SCHEME, parse_synthetic_url
+from app.errors import ValidationError
 from edgeservice.errors import EdgeError
 from edgeservice.workloads.adapter import OFFLINE, ONLINE, ConfigError, now_ms
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_CONVEYOR: Final = "synthetic://conveyor"
 DEFAULT_FPS: Final = 30.0
 # Source retry back-off: 1 s doubling to 30 s, +-20% jitter (a camera that is away for a day costs one
 # attempt every half minute, and cameras restarted together do not come back in lock-step).
@@ -46,12 +51,38 @@ RETRY_JITTER: Final = 0.2
 # Consecutive failed reads after which a live source is reopened (a USB camera unplugged, an RTSP server
 # gone): a single failed grab is common on a busy network stream and is not worth a reconnect.
 READ_FAILURES_TO_REOPEN: Final = 30
+# Stream URLs (FFmpeg): how long connecting may take, and how long one read may wait for data. An RTSP
+# server on a flaky LTE link can take seconds to answer DESCRIBE/SETUP; a camera that sent nothing for 5 s
+# at any sane frame rate is gone.
+OPEN_TIMEOUT_S: Final = 10.0
+READ_TIMEOUT_S: Final = 5.0
+# A live source (camera index or URL) with no frame for this long is reported and reopened, however its
+# failed reads came (one slow timeout, or many fast failed grabs).
+STALL_S: Final = READ_TIMEOUT_S
 
 
 def check_source(url: str) -> None:
     """Validate a source string as far as can be done without opening it (ConfigError on ``source``)."""
-    if url.startswith("synthetic://"):
+    if url.startswith(SYNTHETIC_SCHEME):
         _synthetic_params(url)
+
+
+def is_stream_url(url: str) -> bool:
+    """Whether ``url`` is a network stream (``rtsp://``, ``http://``...) rather than a file or an index."""
+    return "://" in url and not url.startswith(SYNTHETIC_SCHEME)
+
+
+def open_capture(target: int | str) -> Any:
+    """``cv2.VideoCapture`` of a camera index, a file, or a stream URL with FFmpeg's timeouts."""
+    if isinstance(target, str) and is_stream_url(target):
+        timeouts = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            round(OPEN_TIMEOUT_S * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            round(READ_TIMEOUT_S * 1000),
+        ]
+        return cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
+    return cv2.VideoCapture(target)
 
 
 class SourceError(EdgeError):
@@ -64,19 +95,11 @@ class SourceError(EdgeError):
 
 
 def _synthetic_params(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    if f"{parts.scheme}://{parts.netloc}{parts.path}" != SYNTHETIC_CONVEYOR:
-        raise ConfigError(f"{url!r}: the only synthetic source is {SYNTHETIC_CONVEYOR}", field="source")
-    known = {"seed": int, "defect_rate": float, "width": int, "height": int}
-    params: dict[str, Any] = {}
-    for key, values in parse_qs(parts.query).items():
-        if key not in known:
-            raise ConfigError(f"unknown parameter {key!r}: use {', '.join(known)}", field="source")
-        try:
-            params[key] = known[key](values[-1])
-        except ValueError as exc:
-            raise ConfigError(f"{key}={values[-1]!r} is not a number", field="source") from exc
-    return params
+    """The conveyor's arguments (app.camera.parse_synthetic_url), as a ConfigError on ``source``."""
+    try:
+        return dict(parse_synthetic_url(url, "source"))
+    except ValidationError as exc:
+        raise ConfigError(exc.message, field="source") from exc
 
 
 class FrameSource:
@@ -90,11 +113,12 @@ class FrameSource:
         self._capture: Any = None
         self._file = False
         self._failures = 0
+        self._last_frame = 0.0  # monotonic time of the last frame read (live sources)
         self.pace = 0.0
 
     def open(self) -> None:
         self.close()
-        if self.url.startswith("synthetic://"):
+        if self.url.startswith(SYNTHETIC_SCHEME):
             fps = self.fps or DEFAULT_FPS
             self._synthetic = synthetic.ConveyorSource(fps=fps, **_synthetic_params(self.url))
             self.pace = 1.0 / fps
@@ -103,10 +127,16 @@ class FrameSource:
         self._file = isinstance(target, str) and "://" not in target
         if self._file and not Path(self.url).is_file():
             raise SourceError(self.url, "no such video file")
-        cap = cv2.VideoCapture(target)
+        stream = isinstance(target, str) and is_stream_url(target)
+        cap = open_capture(target)
         if not cap.isOpened():
             cap.release()
-            what = "not a video file OpenCV can read" if self._file else "cannot open the camera or stream"
+            if self._file:
+                what = "not a video file OpenCV can read"
+            elif stream:
+                what = f"cannot open the stream (unreachable, refused, or no answer in {OPEN_TIMEOUT_S:g} s)"
+            else:
+                what = "cannot open the camera"
             raise SourceError(self.url, what)
         ok, _ = cap.read()
         if not ok:
@@ -123,6 +153,7 @@ class FrameSource:
             self.pace = 1.0 / self.fps if self.fps else 0.0
         self._capture = cap
         self._failures = 0
+        self._last_frame = time.monotonic()
 
     def read(self) -> np.ndarray:
         if self._synthetic is not None:
@@ -133,6 +164,7 @@ class FrameSource:
         ok, frame = self._capture.read()
         if ok:
             self._failures = 0
+            self._last_frame = time.monotonic()
             return np.asarray(frame)
         if self._file:  # the end of the file: play it again
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -141,8 +173,9 @@ class FrameSource:
                 return np.asarray(frame)
             raise SourceError(self.url, "the video file stopped giving frames")
         self._failures += 1
-        if self._failures >= READ_FAILURES_TO_REOPEN:
-            raise SourceError(self.url, f"no frame in {self._failures} reads: the camera or stream is gone")
+        silent = time.monotonic() - self._last_frame
+        if self._failures >= READ_FAILURES_TO_REOPEN or silent >= STALL_S:
+            raise SourceError(self.url, f"no frame for {silent:.0f} s: the camera or stream is gone")
         return np.empty((0, 0, 3), np.uint8)  # one failed grab: try again
 
     def close(self) -> None:

@@ -51,7 +51,10 @@ frame, ``data`` holds the firing result's score, and an ``event`` says what to t
 
 Bad input. A config that does not parse, or a model that does not load or whose input does not match the
 config, is logged with the reason and the process exits with :data:`EXIT_CONFIG` (2), so Edged shows a
-crash loop whose log says why. A source that cannot be opened or stops giving frames (an unreachable
+crash loop that says why: its last log line ("bad model: ...") is the reason of the pod's BackOff event,
+and, with ``terminationMessagePolicy: FallbackToLogsOnError``, the container's
+``lastState.terminated.message`` (Edged runs processes, which have no ``/dev/termination-log`` to write the
+File policy's message to). A source that cannot be opened or stops giving frames (an unreachable
 camera, a file that is not a video) is logged with the reason, reported as the device's state
 (``$hw/events/device/{device}/state/update``: ``{"state": "offline", "reason": ...}``) and retried with
 jittered exponential back-off (1 s to 30 s); the first frame after that reports ``online``.

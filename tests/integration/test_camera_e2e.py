@@ -7,6 +7,7 @@ names keep parallel runs apart). The camera is the built-in synthetic conveyor, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -19,15 +20,17 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import aiomqtt
 import cv2
 import numpy as np
 import pytest
 import websockets
 
-from app.camera import decode_frame
+from app.camera import LEASE_TTL_S, CameraFrame, decode_frame, frame_topic
 from app.client import ApiError, AsyncClient, NotFound
 from app.launcher import LocalCluster, tail
 from app.resources import EVENTS, PODS
+from cloudservice.cameras import LINGER_S
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +124,7 @@ def pod_of(app: str, module: str, config: Path) -> dict[str, Any]:
 
 async def start_camera(cluster: LocalCluster, tmp_path: Path, dev: dict[str, Any]) -> str:
     """The Device and its camera workload pod; returns the device name once it is online."""
-    name = dev["metadata"]["name"]
+    name = str(dev["metadata"]["name"])
     await cluster.request("POST", f"{DEVICES}/devices", dev)
     config = tmp_path / f"{name}.json"
     config.write_text(json.dumps({"broker": f"mqtt://{MQTT[0]}:{MQTT[1]}", "devices": [dev]}))
@@ -130,12 +133,13 @@ async def start_camera(cluster: LocalCluster, tmp_path: Path, dev: dict[str, Any
 
 
 async def wait_state(cluster: LocalCluster, name: str, state: str) -> dict[str, Any]:
-    return await cluster.wait_until(
+    device: dict[str, Any] = await cluster.wait_until(
         f"{DEVICES}/devices/{name}",
         lambda d: d.get("status", {}).get("state") == state,
         timeout=60,
         what=f"camera {name} {state}",
     )
+    return device
 
 
 async def metric(cluster: LocalCluster, name: str, **labels: str) -> float:
@@ -191,11 +195,17 @@ async def test_viewers_share_one_edge_stream_and_frames_stop_when_nobody_watches
             assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace; boundary=")
             reader = aiohttp.MultipartReader.from_response(resp)
             part = await reader.next()
-            assert part is not None and part.headers["Content-Type"] == "image/jpeg"  # type: ignore[union-attr]
-            assert int(part.headers["X-Frame-Timestamp"]) > 0  # type: ignore[union-attr]
-            jpeg = await part.read()  # type: ignore[union-attr]
+            assert isinstance(part, aiohttp.BodyPartReader) and part.headers["Content-Type"] == "image/jpeg"
+            assert int(part.headers["X-Frame-Timestamp"]) > 0
+            assert float(part.headers["X-Frame-Fps"]) > 0
+            assert float(part.headers["X-Frame-Bytes-Per-Second"]) > 0
+            jpeg = await part.read()
             assert image(bytes(jpeg)).shape == (240, 320, 3)
-            assert await metric(cluster, "fleetops_camera_stream_viewers", device=name, variant="frame") == 3
+            labels = {"device": name, "variant": "frame"}
+            assert await metric(cluster, "fleetops_camera_stream_viewers", **labels) == 3
+            # What the stream achieves, while it streams.
+            assert await metric(cluster, "fleetops_camera_stream_fps", **labels) > 0
+            assert await metric(cluster, "fleetops_camera_stream_bytes_per_second", **labels) > 0
     for frames in (got_a, got_b):
         assert [f.seq for f in frames] == sorted({f.seq for f in frames})  # in order, no repeats
         for f in frames:
@@ -205,6 +215,46 @@ async def test_viewers_share_one_edge_stream_and_frames_stop_when_nobody_watches
     assert await metric(cluster, "fleetops_hub_streams_opened_total") == opened_before + 1
     # Nobody watches any more: the edge releases its lease, the camera stops encoding.
     await wait_log(client, f"cam-{name}", "nobody watches; stream stopped")
+
+
+async def test_frames_flow_only_while_someone_watches(
+    cluster: LocalCluster, client: AsyncClient, tmp_path: Path
+) -> None:
+    """Nothing crosses the camera's MQTT topic or the tunnel with no viewer; frames start with the first
+    viewer and stop once the last one has left (the cloud keeps the edge stream LINGER_S for a viewer who
+    comes back; the edge's lease then expires or is released)."""
+    name = await start_camera(cluster, tmp_path, camera(f"cam-{uuid.uuid4().hex[:6]}"))
+    await wait_state(cluster, name, "online")
+    async with aiomqtt.Client(*MQTT, identifier=f"test-{uuid.uuid4().hex[:8]}") as mqtt:
+        await mqtt.subscribe(frame_topic(name), qos=0)
+
+        async def quiet_for(seconds: float) -> int:
+            """Frames published until none came for ``seconds`` (at most a minute)."""
+            n = 0
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        async with asyncio.timeout(seconds):
+                            await anext(aiter(mqtt.messages))
+                    except TimeoutError:
+                        return n
+                    n += 1
+
+        cloud_frames = await metric(cluster, "fleetops_camera_frames_total")
+        # Nobody watches: the camera captures (it is online) but publishes nothing, for 2 s = 40 frames.
+        assert await quiet_for(2.0) == 0
+        assert await metric(cluster, "fleetops_camera_frames_total") == cloud_frames
+        async with client.camera_frames(name) as frames:
+            got = [await anext(frames) for _ in range(10)]
+        left = time.monotonic()
+        assert len({f.seq for f in got}) == 10
+        # The last viewer left: frames stop within the linger and a lease's life (plus one quiet second).
+        await quiet_for(1.0)
+        assert time.monotonic() - left < LINGER_S + LEASE_TTL_S + 1.0 + 2.0
+        stopped = await metric(cluster, "fleetops_camera_frames_total")
+        assert stopped >= cloud_frames + 10
+        assert await quiet_for(1.0) == 0
+        assert await metric(cluster, "fleetops_camera_frames_total") == stopped
 
 
 async def test_a_slow_viewer_skips_frames_and_does_not_slow_the_others(
@@ -297,9 +347,48 @@ async def test_overlay_frames_and_defect_events_from_the_inference_workload(
         )
     )
     await cluster.request("POST", DEPLOYMENTS, pod_of("inference", "edgeservice.workloads.inference", config))
-    async with asyncio.timeout(60), client.camera_frames(name, overlay=True) as frames:
-        overlay = await anext(frames)
-    assert image(overlay.jpeg).shape == (240, 320, 3) and overlay.timestamp_ms > 0
+    # The overlay of a frame and the same frame plain (the overlay's timestamp is its camera frame's).
+    plain: dict[int, CameraFrame] = {}
+
+    async def watch_plain() -> None:
+        async with client.camera_frames(name) as frames:
+            async for frame in frames:
+                plain[frame.timestamp_ms] = frame
+
+    watcher = asyncio.create_task(watch_plain())
+    try:
+        async with asyncio.timeout(60), client.camera_frames(name, overlay=True) as frames:
+            async for overlay in frames:
+                if overlay.timestamp_ms in plain:
+                    break
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    drawn, bare = image(overlay.jpeg), image(plain[overlay.timestamp_ms].jpeg)
+    assert drawn.shape == bare.shape == (240, 320, 3)
+    # JPEG at two qualities differs by a few levels; the results drawn (a coloured window, a label) by far
+    # more, on thousands of pixels.
+    changed = int((np.abs(drawn.astype(np.int16) - bare).max(axis=2) > 60).sum())
+    assert changed > 500, changed
+    # The same through MJPEG (?overlay=1), with the producer's figures in each part.
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as s,
+        s.get(
+            f"{cluster.api}{DEVICES}/devices/{name}/stream",
+            params={"overlay": "1"},
+            ssl=cluster._ssl or True,
+        ) as resp,
+    ):
+        assert resp.status == 200
+        reader = aiohttp.MultipartReader.from_response(resp)
+        part = await reader.next()
+        assert isinstance(part, aiohttp.BodyPartReader) and part.headers["Content-Type"] == "image/jpeg"
+        assert float(part.headers["X-Frame-Fps"]) > 0
+        assert float(part.headers["X-Frame-Bytes-Per-Second"]) > 0
+        mjpeg = image(bytes(await part.read()))
+    assert mjpeg.shape == (240, 320, 3)
 
     async def defect_event() -> dict[str, Any]:
         while True:
@@ -339,6 +428,8 @@ async def test_stream_errors_say_why(cluster: LocalCluster, client: AsyncClient,
     bad["spec"]["protocol"]["configData"]["fps"] = 0
     with pytest.raises(Exception, match=r"spec\.protocol\.configData\.fps"):
         await cluster.request("POST", f"{DEVICES}/devices", bad)
+    with pytest.raises(Exception, match=r"spec\.protocol\.configData\.url.*only synthetic source"):
+        await cluster.request("POST", f"{DEVICES}/devices", camera("cam-bad", "synthetic://belt"))
 
 
 async def test_an_unreachable_source_is_offline_with_the_reason_and_comes_back(
@@ -361,7 +452,7 @@ async def test_an_unreachable_source_is_offline_with_the_reason_and_comes_back(
         event = await offline_event()
     assert "not a video" in event["message"]
     # Once the file is a video the camera comes online by itself, and streams.
-    writer = cv2.VideoWriter(str(tmp_path / "tmp.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    writer = cv2.VideoWriter(str(tmp_path / "tmp.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 10, (320, 240))
     for i in range(20):
         writer.write(np.full((240, 320, 3), i * 10, np.uint8))
     writer.release()
@@ -370,3 +461,66 @@ async def test_an_unreachable_source_is_offline_with_the_reason_and_comes_back(
     async with asyncio.timeout(WAIT), client.camera_frames(name) as frames:
         frame = await anext(frames)
     assert image(frame.jpeg).shape == (240, 320, 3)
+
+
+async def test_an_inference_pod_whose_model_is_missing_says_why_in_its_status_and_events(
+    cluster: LocalCluster, client: AsyncClient, tmp_path: Path
+) -> None:
+    """The workload exits 2 with "bad model: ...: no such file"; Edged restarts it with back-off. With
+    terminationMessagePolicy FallbackToLogsOnError the reason is the pod's lastState.terminated.message;
+    whatever the policy, the BackOff event carries it, so `kubectl describe pod` says why."""
+    model = tmp_path / "missing.onnx"
+    config = tmp_path / "inference.json"
+    config.write_text(
+        json.dumps(
+            {
+                "broker": f"mqtt://{MQTT[0]}:{MQTT[1]}",
+                "device": f"cam-{uuid.uuid4().hex[:6]}",
+                "source": "synthetic://conveyor",
+                "inference": {
+                    "model": str(model),
+                    "task": "classification",
+                    "postprocess": {"output": "probabilities", "labels": ["ok", "defect", "empty"]},
+                },
+            }
+        )
+    )
+    deployment = pod_of("bad-model", "edgeservice.workloads.inference", config)
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    containers[0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    containers.append({**containers[0], "name": "plain", "terminationMessagePolicy": "File"})
+    await cluster.request("POST", DEPLOYMENTS, deployment)
+    reason = f"bad model: model {model}: no such file"
+
+    def terminated(pods: dict[str, Any]) -> bool:
+        for pod in pods.get("items", []):
+            for cs in pod.get("status", {}).get("containerStatuses", []):
+                if cs["name"] == "bad-model":
+                    message = cs.get("lastState", {}).get("terminated", {}).get("message", "")
+                    return reason in message and cs["lastState"]["terminated"]["exitCode"] == 2
+        return False
+
+    pods = await cluster.wait_until(
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dbad-model", terminated, what="the exit's reason"
+    )
+    pod = pods["items"][0]["metadata"]["name"]
+
+    async def backoff_events() -> dict[str, str]:
+        while True:
+            events = await client.list(EVENTS, "default", field_selector=f"involvedObject.name={pod}")
+            found = {
+                container: ev["message"]
+                for ev in events.items
+                if ev.get("reason") == "BackOff"
+                for container in ("bad-model", "plain")
+                if f"failed container {container} in pod" in ev.get("message", "")
+            }
+            if len(found) == 2:
+                return found
+            await asyncio.sleep(0.2)
+
+    async with asyncio.timeout(WAIT):
+        found = await backoff_events()
+    for container, message in found.items():
+        assert f"Back-off restarting failed container {container} in pod {pod}: " in message, message
+        assert message.endswith(reason), message  # the log line's reason, without its time stamp

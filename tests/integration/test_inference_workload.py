@@ -1,12 +1,16 @@
 """The inference workload as a real process against a real Mosquitto: results and events on the device's
 data topic (camera and telemetry modes), a bad model exits 2 with the reason, a bad source is reported
-and retried while the process keeps running."""
+and retried while the process keeps running; network sources (an HTTP MJPEG camera served here) play, and
+time out instead of hanging when the camera is unreachable, silent or frozen."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,13 +21,15 @@ import aiomqtt
 import cv2
 import numpy as np
 import pytest
+from aiohttp import web
 
 from app import synthetic
 from app.inference import Pipeline, Result
 from cloudservice.history import parse_point, parse_window
+from edgeservice.workloads import capture
 from edgeservice.workloads.adapter import EXIT_CONFIG, state_topic, twin_update_topic
 from edgeservice.workloads.aggregator import data_topic
-from edgeservice.workloads.capture import FrameSlot, FrameSource, SourceError
+from edgeservice.workloads.capture import FrameSlot, FrameSource, SourceError, capture_loop
 from edgeservice.workloads.inference import (
     FrameResult,
     InferenceWorkload,
@@ -414,3 +420,122 @@ async def test_a_file_that_is_not_a_video_is_reported_and_retried(
         err = await stop_workload(proc, log)
     assert proc.returncode == 0, err.decode()
     assert str(video).encode() in err and b"not a video" in err
+
+
+# --- network sources: timeouts, retries, and an HTTP MJPEG camera that plays -------------------------------
+
+
+def _free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MjpegCamera:
+    """An HTTP camera on 127.0.0.1: ``/video`` is ``multipart/x-mixed-replace`` JPEGs of 160x120 frames whose
+    grey level is the frame's number times 10, at 20 fps. Once ``pause`` is set it keeps the connection
+    open and sends nothing more, as a camera that froze does."""
+
+    def __init__(self) -> None:
+        self.pause = asyncio.Event()
+        self._closing = asyncio.Event()
+        self.sent = 0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _video(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame"})
+        await response.prepare(request)
+        while not self.pause.is_set():
+            ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), (self.sent * 10) % 250, np.uint8))
+            assert ok
+            data = jpeg.tobytes()
+            head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            await response.write(head + data + b"\r\n")
+            self.sent += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.pause.wait(), 0.05)
+        await self._closing.wait()  # frozen: connected, silent, until the server is stopped
+        return response
+
+    async def __aenter__(self) -> MjpegCamera:
+        app = web.Application()
+        app.router.add_get("/video", self._video)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/video"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        self._closing.set()
+        await self._runner.cleanup()
+
+
+async def test_an_http_mjpeg_camera_plays_and_a_frozen_one_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture, "STALL_S", 1.0)
+    monkeypatch.setattr(capture, "READ_TIMEOUT_S", 1.0)
+    async with MjpegCamera() as camera:
+        source = FrameSource(camera.url, fps=None)
+        await asyncio.to_thread(source.open)
+        try:
+            assert source.pace == 0.0  # a live source paces itself
+            frames = [await asyncio.to_thread(source.read) for _ in range(5)]
+            assert all(f.shape == (120, 160, 3) for f in frames)
+            levels = [int(f[60, 80, 0]) for f in frames]
+            assert levels == sorted(levels) and levels[-1] > levels[0], levels  # live frames, in order
+            camera.pause.set()
+            started = time.monotonic()
+            with pytest.raises(SourceError, match=r"no frame for \d+ s: the camera or stream is gone"):
+                while True:  # the frames already buffered, then a read that waits for the timeout
+                    await asyncio.to_thread(source.read)
+            assert time.monotonic() - started < 10  # FFmpeg's read timeout, not a hang
+        finally:
+            source.close()
+
+
+async def test_an_unreachable_or_silent_stream_is_offline_with_the_reason_and_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(capture, "OPEN_TIMEOUT_S", 1.0)
+    # A closed port: refused at once; the capture loop reports it and tries again (1 s back-off).
+    reports: list[tuple[str, str]] = []
+    retried = threading.Event()
+
+    def report(state: str, reason: str) -> None:
+        reports.append((state, reason))
+        if len(reports) >= 2:
+            retried.set()
+
+    stop = threading.Event()
+    url = f"http://127.0.0.1:{_free_port()}/video"
+    loop = threading.Thread(
+        target=capture_loop, args=(FrameSource(url, 10.0), lambda f, ts: None, stop, report)
+    )
+    loop.start()
+    try:
+        assert await asyncio.to_thread(retried.wait, TIMEOUT), reports
+    finally:
+        stop.set()
+        await asyncio.to_thread(loop.join, TIMEOUT)
+    assert not loop.is_alive()
+    assert reports[:2] == [("offline", reports[0][1])] * 2 and "cannot open the stream" in reports[0][1]
+
+    # A server that accepts the connection and never answers: given up after the open timeout.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        source = FrameSource(f"http://127.0.0.1:{port}/video", None)
+        started = time.monotonic()
+        with pytest.raises(SourceError, match=r"no answer in 1 s"):
+            await asyncio.to_thread(source.open)
+        assert time.monotonic() - started < 5

@@ -10,6 +10,7 @@ import pytest
 from app.camera import (
     DEFAULT_FPS,
     DEFAULT_JPEG_QUALITY,
+    SYNTHETIC_MIN_SIDE,
     CameraFrame,
     CameraSettings,
     Leases,
@@ -20,6 +21,7 @@ from app.camera import (
     lease_payload,
     parse_camera_config,
     parse_lease,
+    parse_synthetic_url,
 )
 from app.devices import parse_device, parse_device_model
 from app.errors import ValidationError
@@ -58,6 +60,43 @@ def test_bad_settings_name_the_field(data: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as err:
         parse_camera_config(data)
     assert err.value.field == f"{PATH}.{field}"
+
+
+def test_the_synthetic_conveyor_and_its_parameters() -> None:
+    url = "synthetic://conveyor?seed=3&defect_rate=0.25&width=320&height=240"
+    assert parse_camera_config({"url": url}).url == url
+    assert parse_synthetic_url(url) == {"seed": 3, "defect_rate": 0.25, "width": 320, "height": 240}
+    assert parse_synthetic_url("synthetic://conveyor") == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("synthetic://belt", "the only synthetic source is synthetic://conveyor"),
+        ("synthetic://conveyor/2", "the only synthetic source"),
+        ("synthetic://", "the only synthetic source"),
+        ("synthetic://conveyor?speed=3", "unknown parameter 'speed'"),
+        ("synthetic://conveyor?seed=x", "seed='x' is not a whole number"),
+        ("synthetic://conveyor?seed=", "seed='' is not a whole number"),
+        ("synthetic://conveyor?seed=-1", "must not be negative"),
+        ("synthetic://conveyor?defect_rate=1.5", "defect_rate=1.5 must be from 0 to 1"),
+        ("synthetic://conveyor?defect_rate=nan", "must be from 0 to 1"),
+        ("synthetic://conveyor?width=64", "width=64 must be 128 to"),
+    ],
+)
+def test_a_bad_synthetic_url_is_refused_with_the_reason(url: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why) as err:
+        parse_camera_config({"url": url})
+    assert err.value.field == f"{PATH}.url"
+
+
+def test_the_synthetic_minimum_side_is_the_renderers() -> None:
+    from app import synthetic
+
+    assert SYNTHETIC_MIN_SIDE == 2 * synthetic.CROP_SIZE
+    synthetic.ConveyorSource(width=SYNTHETIC_MIN_SIDE, height=SYNTHETIC_MIN_SIDE)  # accepted there too
+    with pytest.raises(ValueError, match="too small"):
+        synthetic.ConveyorSource(width=SYNTHETIC_MIN_SIDE - 1, height=SYNTHETIC_MIN_SIDE)
 
 
 def _device(config: dict[str, Any]) -> dict[str, Any]:
