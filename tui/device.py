@@ -8,6 +8,14 @@ runs in workers: one watches the Device (a reflector with a ``metadata.name`` fi
 reconnect relists by itself), one polls the history (the history API has no watch; each poll asks only
 for points newer than the last one seen).
 
+Attached to an edge (``fleetops tui --edge``; ``edge=`` an :class:`~tui.edge.EdgeSource`) the screen shows
+the device as this node's own DeviceTwin last saw it: the local API serves the node's Devices with the
+edge's twin state as their status, which the screen polls every ``poll_interval`` (the local API has no
+watch), so the reported values stay live while the cloud is unreachable. It is read-only there: desired
+values are the cloud's (the local API refuses every write but a pod restart), and the history is the
+cloud's too, so a note stands in for the sparklines. The local API serves no DeviceModels, so the unit,
+type and access columns stay empty or ``?`` at the edge and the note says why.
+
 Deliberately not done: editing ``BYTES`` values (shown, not edited: KubeEdge defines no encoding), a chart
 with axes (a sparkline shows the shape; the last value is printed next to it), and history for properties
 that are not numeric.
@@ -18,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -34,6 +42,9 @@ from app.errors import ValidationError
 from app.resources import DEVICEMODELS, DEVICES, JSONObject
 from app.twinview import TwinEditError, TwinRow, set_desired, twin_rows, validate_desired
 
+if TYPE_CHECKING:
+    from tui.edge import EdgeSource
+
 logger = logging.getLogger(__name__)
 
 # The history API has no watch; the aggregator sends a window summary every few seconds, so polling every
@@ -41,6 +52,14 @@ logger = logging.getLogger(__name__)
 HISTORY_POLL_SECONDS = 5.0
 # Points kept per sparkline: one per terminal column is the most a sparkline can show.
 HISTORY_POINTS = 120
+
+# Why the screen shows less at the edge (see the module docstring); the note line says these.
+EDGE_READONLY = (
+    "Read-only: desired values are set at the cloud; this node's local API accepts no writes (pod restart "
+    "is its one offline operation)"
+)
+EDGE_NO_MODEL = "Units, types and access unknown: the local API does not serve DeviceModels"
+EDGE_NO_HISTORY = "History: not available at the edge (the telemetry history is kept by the cloud)"
 
 
 def series_means(series: Sequence[Any]) -> list[float]:
@@ -120,10 +139,13 @@ class DesiredValueScreen(ModalScreen[str | None]):
 
 
 class DeviceScreen(Screen[None]):
-    """One device: twin table, live from a watch; ``e`` edits a desired value; sparklines of history."""
+    """One device: twin table, live from a watch; ``e`` edits a desired value; sparklines of history.
+
+    Give ``client`` (the cloud) or ``edge`` (this node's local API, read-only), not both."""
 
     DEFAULT_CSS = """
     DeviceScreen #title { height: 1; background: $boost; padding: 0 1; }
+    DeviceScreen #edge-note { height: auto; padding: 0 1; color: $warning; }
     DeviceScreen #twins { height: auto; max-height: 60%; }
     DeviceScreen #history-title { height: 1; margin-top: 1; padding: 0 1; color: $text-muted; }
     DeviceScreen .spark-row { height: 2; }
@@ -138,15 +160,19 @@ class DeviceScreen(Screen[None]):
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncClient | None,
         namespace: str,
         name: str,
         *,
         readonly: bool,
+        edge: EdgeSource | None = None,
         history_interval: float = HISTORY_POLL_SECONDS,
     ) -> None:
+        if (client is None) == (edge is None):
+            raise ValueError("a device screen reads either the cloud (client) or an edge (edge)")
         super().__init__()
         self.client = client
+        self.edge = edge
         self.history_interval = history_interval
         self.namespace = namespace
         self.device_name = name
@@ -165,19 +191,39 @@ class DeviceScreen(Screen[None]):
         table: DataTable[str] = DataTable(id="twins", cursor_type="row", zebra_stripes=True)
         table.add_columns("PROPERTY", "DESIRED", "REPORTED", "UNIT", "TYPE", "ACCESS", "LAST UPDATE")
         yield table
-        yield Static("History (window means)", id="history-title")
-        yield VerticalScroll(id="history")
+        if self.edge is None:
+            yield Static("History (window means)", id="history-title")
+            yield VerticalScroll(id="history")
+        else:
+            yield Static(self._edge_note(), id="edge-note")
+            yield Static(EDGE_NO_HISTORY, id="history-title")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#twins", DataTable).focus()
-        self._watch_device()
-        self._poll_history()
+        if self.edge is None:
+            self._watch_device()
+            self._poll_history()
+        else:
+            self._poll_edge()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "edit":
-            return not self.readonly
+            return not self.readonly and self.edge is None
         return True
+
+    def _cloud(self) -> AsyncClient:
+        if self.client is None:
+            raise RuntimeError("the device screen at the edge has no cloud client")  # never: see on_mount
+        return self.client
+
+    def _edge_note(self) -> str:
+        assert self.edge is not None
+        every = f"{self.edge.poll_interval:g} s"
+        return (
+            f"Edge-local: this node's own twin state from {self.edge.url}, polled every {every}.\n"
+            f"{EDGE_READONLY}.\n{EDGE_NO_MODEL}."
+        )
 
     def _title(self) -> str:
         parts = [f"Device {self.namespace}/{self.device_name}"]
@@ -187,7 +233,15 @@ class DeviceScreen(Screen[None]):
             parts.append(f"state {self.device.status.state or 'unknown'}")
         else:
             parts.append(self._state)
-        if self.readonly:
+        if self.edge is not None:
+            conn = self.edge.connection()
+            if conn.state in ("reconnecting", "unreachable"):
+                parts.append("local API unreachable (retrying)")
+            elif conn.cloud_connected is False:
+                parts.append("EDGE-LOCAL: cloud unreachable")
+            else:
+                parts.append("edge-local")
+        if self.readonly or self.edge is not None:
             parts.append("read-only")
         return "  ·  ".join(parts)
 
@@ -196,8 +250,9 @@ class DeviceScreen(Screen[None]):
     @work(exclusive=True, group="device-watch")
     async def _watch_device(self) -> None:
         selector = f"metadata.name={self.device_name}"
+        client = self._cloud()
         try:
-            async with self.client.list_watch(DEVICES, self.namespace, field_selector=selector) as reflector:
+            async with client.list_watch(DEVICES, self.namespace, field_selector=selector) as reflector:
                 async for event in reflector:
                     if event.type == "RESYNC":
                         obj = event.items[0] if event.items else None
@@ -211,6 +266,29 @@ class DeviceScreen(Screen[None]):
             self._state = "unavailable"
             self.notify(f"device {self.device_name}: {exc}", severity="error", timeout=10)
 
+    @work(exclusive=True, group="device-watch")
+    async def _poll_edge(self) -> None:
+        """The device from this node's local API every ``poll_interval``; a failed poll keeps the values
+        shown and the title says the local API is unreachable until a poll succeeds."""
+        assert self.edge is not None
+        last: JSONObject | None = None
+        first = True
+        while True:
+            try:
+                obj = await self.edge.device(self.namespace, self.device_name)
+            except ClientError as exc:
+                logger.info("edge poll of device %s/%s failed: %s", self.namespace, self.device_name, exc)
+                self.query_one("#title", Static).update(self._title())
+            else:
+                if first or obj != last:
+                    if obj is None:
+                        self._state = "not found at this edge" if first else "gone from this edge"
+                    await self._show(obj)
+                else:
+                    self.query_one("#title", Static).update(self._title())  # the cloud link may change
+                first, last = False, obj
+            await asyncio.sleep(self.edge.poll_interval)
+
     async def _show(self, obj: JSONObject | None, *, reload_model: bool = False) -> None:
         if obj is None:
             if self._state == "loading":
@@ -222,14 +300,23 @@ class DeviceScreen(Screen[None]):
             except ValidationError as exc:
                 self.notify(f"device {self.device_name} is malformed: {exc}", severity="error")
                 return
-            if reload_model or self.model is None or self.model.name != device.model_ref:
+            model_stale = reload_model or self.model is None or self.model.name != device.model_ref
+            if self.edge is None and model_stale:
                 self.model = await self._load_model(device.model_ref)
             self.device = device
         self._render_table()
 
+    def show(self, device: JSONObject, model: JSONObject | None, history: dict[str, list[float]]) -> None:
+        """Show the given objects and history as if they had just arrived (fixed-data snapshots; the
+        watch and the history poll call the same rendering)."""
+        self.device = parse_device(device)
+        self.model = parse_model(model) if model is not None else None
+        self.history = {k: list(v) for k, v in history.items()}
+        self._render_table()
+
     async def _load_model(self, ref: str) -> DeviceModel | None:
         try:
-            return parse_model(await self.client.get(DEVICEMODELS, ref, self.namespace))
+            return parse_model(await self._cloud().get(DEVICEMODELS, ref, self.namespace))
         except NotFound:
             self.notify(f"DeviceModel {ref!r} not found: values cannot be checked", severity="warning")
         except (ClientError, ValidationError) as exc:
@@ -261,7 +348,7 @@ class DeviceScreen(Screen[None]):
     async def _poll_history(self) -> None:
         while True:
             try:
-                series = await self.client.device_history(
+                series = await self._cloud().device_history(
                     self.device_name, self.namespace, since_ms=self._history_since
                 )
             except ApiError as exc:
@@ -283,6 +370,8 @@ class DeviceScreen(Screen[None]):
             await asyncio.sleep(self.history_interval)
 
     def _render_history(self) -> None:
+        if self.edge is not None:
+            return  # the history is the cloud's: EDGE_NO_HISTORY stands in
         box = self.query_one("#history", VerticalScroll)
         numeric = [r for r in self.rows if r.numeric]
         ids = [f"spark-{i}" for i in range(len(numeric))]
@@ -320,6 +409,9 @@ class DeviceScreen(Screen[None]):
             self.app.pop_screen()
 
     def action_edit(self) -> None:
+        if self.edge is not None:
+            self.notify(EDGE_READONLY, severity="warning")
+            return
         if self.readonly:
             return
         table = self.query_one("#twins", DataTable)
@@ -346,7 +438,7 @@ class DeviceScreen(Screen[None]):
     @work(group="device-edit")
     async def _write(self, prop: str, value: str) -> None:
         try:
-            await set_desired(self.client, self.namespace, self.device_name, prop, value)
+            await set_desired(self._cloud(), self.namespace, self.device_name, prop, value)
         except (ClientError, TwinEditError) as exc:
             detail = "; ".join(exc.field_errors) if isinstance(exc, ApiError) and exc.causes else str(exc)
             self.notify(f"setting {prop} failed: {detail}", severity="error", timeout=10)

@@ -7,7 +7,8 @@ per poll: the views are the same as against the cloud (``tui.data.Source``). Eve
 banner. Reads and logs go through :class:`~app.client.AsyncClient` (the paths are the cloud's); restart
 is the local API's one write, a POST with ``X-FleetOps-Request: restart``. Deleting is refused here: the
 cloud owns the desired state. Deployments are not known at the edge (an empty list); a 404 for a list the
-edge does not serve (an older edge without devices or events) is an empty list too.
+edge does not serve (an older edge without devices or events) is an empty list too. The device screen
+polls one Device (:meth:`EdgeSource.device`) the same way, every ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 
 from app.client import ApiError, AsyncClient, ClientError, ConnectionFailed, LineStream, NotFound, WatchEvent
-from app.resources import JSONObject
+from app.resources import JSONObject, ResourceType
 from tui.data import RESOURCES, Connection, Kind, NodeUsage, NotSupported, describe_error
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class EdgeSource:
     """See the module docstring."""
 
     edge = True
-    client: AsyncClient | None = None  # the device/deploy/rollout screens need the cloud
+    client: AsyncClient | None = None  # the camera/deploy/rollout screens need the cloud
     kubeconfig: str | None = None
 
     def __init__(self, url: str, *, poll_interval: float = POLL_INTERVAL) -> None:
@@ -54,8 +55,20 @@ class EdgeSource:
         """One list of ``kind``; records the link state and the cloud-connected header."""
         if kind == "deploy":
             return ()
-        rt = RESOURCES[kind]
-        path = f"/apis/{rt.group}/{rt.version}/{rt.plural}" if rt.group else f"/api/{rt.version}/{rt.plural}"
+        return await self._list(RESOURCES[kind], None)
+
+    async def device(self, namespace: str, name: str) -> JSONObject | None:
+        """One Device as this edge knows it (its twin state as ``status``), None when the edge has no such
+        device. The local API has no GET of one Device: this lists the namespace's (a node's few)."""
+        for item in await self._list(RESOURCES["devices"], namespace):
+            if (item.get("metadata") or {}).get("name") == name:
+                return item
+        return None
+
+    async def _list(self, rt: ResourceType, namespace: str | None) -> tuple[JSONObject, ...]:
+        prefix = f"/apis/{rt.group}/{rt.version}" if rt.group else f"/api/{rt.version}"
+        scope = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
+        path = f"{prefix}{scope}/{rt.plural}"
         session = await self._http()
         try:
             async with session.get(self.url + path, headers={"Accept": "application/json"}) as resp:
@@ -65,7 +78,11 @@ class EdgeSource:
                 elif resp.status >= 400:
                     raise ApiError(resp.status, resp.reason or "", (await resp.text())[:300])
                 else:
-                    body = await resp.json(content_type=None)
+                    try:
+                        body = await resp.json(content_type=None)
+                    except ValueError as exc:  # not JSON: a failed poll, not a crashed worker
+                        message = f"GET {path}: not JSON: {exc}"
+                        raise ApiError(resp.status, "InvalidResponse", message) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = ConnectionFailed(self.url, f"GET {path}: {exc or type(exc).__name__}")
             self._state = Connection("reconnecting" if self._ever else "unreachable", str(failure))

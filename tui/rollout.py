@@ -214,6 +214,13 @@ class RolloutScreen(Screen[None]):
 
     # -- rendering ------------------------------------------------------------------------------------
 
+    def show(self, deployment: JSONObject, replicasets: list[JSONObject], pods: list[JSONObject]) -> None:
+        """Show the given objects as if the watches had just delivered them (fixed-data snapshots)."""
+        self.deployment = deployment
+        self.replicasets = {str(_d(o.get("metadata")).get("name")): o for o in replicasets}
+        self.pods = {str(_d(o.get("metadata")).get("name")): o for o in pods}
+        self._refresh_view()
+
     def _refresh_view(self) -> None:
         self.query_one("#title", Static).update(self._title())
         d = self.deployment

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -251,3 +252,26 @@ async def until(predicate: Callable[[], Any], pilot: Any, timeout: float = 15.0,
             raise AssertionError(f"timed out waiting for {what or predicate}")
         await pilot.pause(0.05)
     await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    """A cloud alone (no edge): for what only needs the API."""
+    c = LocalCluster(tmp_path)
+    await c.start_cloud()
+    try:
+        yield c
+    except BaseException:
+        if c.cloud is not None:
+            print(f"--- cloud log ---\n{tail(c.cloud.log_path, 60)}")
+        raise
+    finally:
+        await c.stop()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound by us (so free), then closed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

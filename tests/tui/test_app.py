@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from textual.widgets import Input, RichLog, Static
+from textual.command import CommandPalette
+from textual.widgets import Input, OptionList, RichLog, Static
 
 from app.client import AsyncClient, WatchEvent
 from app.clientmodels import format_bytes, parse_quantity
 from app.describe import describe_pod
+from app.kubeconfig import load_kubeconfig
 from app.launcher import LocalCluster
 from app.query import Filter, FilterError, parse_filter, parse_selector
 from app.twinview import twin_summary
-from tui.app import FleetApp
+from tui.app import FleetApp, ViewState
 from tui.data import (
     VIEWS,
     CloudSource,
@@ -33,7 +35,19 @@ from tui.edge import EdgeSource
 from tui.pod import PodScreen
 from tui.views import ConfirmScreen, HelpScreen
 
-from .conftest import NOW, deployment, device, edge_url, fixed_clock, fixed_objects, node, pod, until
+from .conftest import (
+    NOW,
+    closed_port,
+    deployment,
+    deployment_manifest,
+    device,
+    edge_url,
+    fixed_clock,
+    fixed_objects,
+    node,
+    pod,
+    until,
+)
 
 SIZE = (160, 48)
 
@@ -192,12 +206,17 @@ async def command(pilot: Any, text: str) -> None:
     await pilot.pause()
 
 
+def kind_of(app: FleetApp) -> str:
+    """The view shown now (a call, so that mypy does not narrow it across key presses)."""
+    return app.state.kind
+
+
 async def test_views_filter_drill_down_and_back() -> None:
     app, _ = static_app()
     async with app.run_test(size=SIZE) as pilot:
         await until(lambda: len(app.shown_rows) == 5, pilot, what="pods")
         await command(pilot, "nodes")
-        assert app.state.kind == "nodes"
+        assert kind_of(app) == "nodes"
         assert app.rows_text() == ["edge-a", "edge-b", "edge-c"]
         await pilot.press("slash", "e", "d", "g", "e", "-", "b")
         assert app.rows_text() == ["edge-b"]
@@ -205,11 +224,11 @@ async def test_views_filter_drill_down_and_back() -> None:
         await pilot.press("escape")  # clears the filter
         assert app.rows_text() == ["edge-a", "edge-b", "edge-c"]
         await pilot.press("enter")  # the cursor stayed on edge-b: drill into it
-        assert app.state.kind == "pods" and app.rows_text() == ["crash-1", "web-7d4f-fghij"]
+        assert kind_of(app) == "pods" and app.rows_text() == ["crash-1", "web-7d4f-fghij"]
         await pilot.press("tab")
-        assert app.state.kind == "devices" and app.rows_text() == ["pump-2"]
+        assert kind_of(app) == "devices" and app.rows_text() == ["pump-2"]
         await pilot.press("escape")
-        assert app.state.kind == "nodes"
+        assert kind_of(app) == "nodes"
         await command(pilot, "deploy")
         await pilot.press("down", "enter")  # "web" (after "crash")
         assert app.rows_text() == ["web-7d4f-abcde", "web-7d4f-fghij"]
@@ -272,6 +291,118 @@ async def test_delete_asks_first() -> None:
         await until(lambda: source.actions == ["delete default/crash-1"], pilot)
 
 
+async def test_watch_events_change_the_rows_and_the_cursor_stays_on_its_row() -> None:
+    app, source = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 5, pilot)
+        await pilot.press("down")  # crash-1 -> db-0
+        assert app.table.current is not None and app.table.current.name == "db-0"
+        source.push("pods", WatchEvent("ADDED", pod("aaa-new", "edge-a")))  # sorts above the cursor
+        await until(lambda: "aaa-new" in app.rows_text(), pilot, what="the added pod")
+        assert app.table.current.name == "db-0" and app.table.cursor == 2
+        source.push("pods", WatchEvent("MODIFIED", pod("db-0", "edge-a", app="db", restarts=3)))
+        await until(lambda: app.shown_rows[2].cells[4] == "3", pilot, what="the new restart count")
+        assert app.table.current.name == "db-0"
+        source.push("pods", WatchEvent("DELETED", pod("aaa-new", "edge-a")))
+        source.push("pods", WatchEvent("DELETED", pod("crash-1", "edge-b")))
+        await until(lambda: "crash-1" not in app.rows_text(), pilot, what="the deleted pods gone")
+        assert app.rows_text() == ["db-0", "web-7d4f-abcde", "web-7d4f-fghij", "sensor-reader"]
+        assert app.table.current.name == "db-0" and app.table.cursor == 0
+        # The nodes view counts pods per node as they come and go.
+        await command(pilot, "nodes")
+        counts = app.table.per_node.pods
+        assert (counts["edge-a"], counts["edge-b"], counts["edge-c"]) == (2, 1, 1)
+        source.push("pods", WatchEvent("ADDED", pod("late", "edge-b")))
+        source.push("pods", WatchEvent("MODIFIED", pod("db-0", "edge-c")))  # moved to another node
+        await until(lambda: app.table.per_node.pods["edge-b"] == 2, pilot, what="edge-b's new pod")
+        assert app.table.per_node.pods["edge-a"] == 1 and app.table.per_node.pods["edge-c"] == 2
+
+
+def test_pods_per_node_follows_events_and_resyncs() -> None:
+    store = Store(VIEWS["pods"])
+    store.apply(WatchEvent("RESYNC", {}, (pod("a", "n1"), pod("b", "n1"), pod("c", "n2"))))
+    assert dict(store.pods_per_node()) == {"n1": 2, "n2": 1}
+    store.apply(WatchEvent("MODIFIED", pod("a", "n2")))
+    store.apply(WatchEvent("DELETED", pod("c", "n2")))
+    store.apply(WatchEvent("DELETED", pod("never-seen", "n1")))
+    store.apply(WatchEvent("ADDED", pod("d", "")))
+    assert dict(store.pods_per_node()) == {"n1": 1, "n2": 1, "": 1}
+    store.apply(WatchEvent("DELETED", pod("b", "n1")))
+    assert "n1" not in store.pods_per_node()
+    store.apply(WatchEvent("RESYNC", {}, (pod("x", "n3"),)))
+    assert dict(store.pods_per_node()) == {"n3": 1}
+
+
+def log_text(screen: Any) -> list[str]:
+    return [strip.text.rstrip() for strip in screen.query_one("#pod-logs", RichLog).lines]
+
+
+async def test_log_wrap_timestamps_and_search() -> None:
+    app, source = static_app()
+    source.log_lines = ["hello", "world", "hello again"]
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 5, pilot)
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, PodScreen)
+        assert "wrap" not in bound_actions(screen)  # log keys act on the log pane only
+        await pilot.press("l")
+        await until(lambda: log_text(screen) == ["hello", "world", "hello again"], pilot, what="the log")
+        assert "wrap" in bound_actions(screen)
+
+        def title() -> str:
+            return str(screen.query_one("#pod-title", Static).render())
+
+        assert "wrap on" in title() and screen.query_one("#pod-logs", RichLog).wrap
+        await pilot.press("w")
+        assert not screen.wrap and not screen.query_one("#pod-logs", RichLog).wrap and "wrap off" in title()
+        assert log_text(screen) == ["hello", "world", "hello again"]
+        await pilot.press("t")
+        await until(
+            lambda: (
+                log_text(screen)
+                == [
+                    "2026-01-01T00:00:00Z hello",
+                    "2026-01-01T00:00:00Z world",
+                    "2026-01-01T00:00:00Z hello again",
+                ]
+            ),
+            pilot,
+            what="timestamped lines",
+        )
+        assert "timestamps on" in title()
+        await pilot.press("slash")
+        search = screen.query_one("#pod-search", Input)
+        assert search.display and search.has_focus
+        await pilot.press("H", "e", "l", "l", "o", "enter")
+        assert screen.search == "Hello" and not screen.query_one("#pod-search", Input).display
+        assert log_text(screen) == ["2026-01-01T00:00:00Z hello", "2026-01-01T00:00:00Z hello again"]
+        assert "search 'Hello'" in title()
+        await pilot.press("slash", "escape")  # Esc in the search box clears the search, and only that
+        await until(lambda: len(log_text(screen)) == 3, pilot, what="every line back")
+        assert screen.search == "" and isinstance(app.screen, PodScreen)
+
+
+async def test_command_palette_switches_the_view() -> None:
+    app, _ = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: len(app.shown_rows) == 5, pilot)
+        await pilot.press("ctrl+p")
+        await until(lambda: isinstance(app.screen, CommandPalette), pilot, what="the palette")
+        for ch in "View Nodes":
+            await pilot.press(ch if ch != " " else "space")
+
+        def offered() -> bool:
+            found = app.screen.query("CommandList")
+            return bool(found) and found.first(OptionList).option_count > 0
+
+        await until(offered, pilot, what="the palette's matches")
+        await pilot.press("enter")
+        await until(lambda: app.state.kind == "nodes", pilot, what="the nodes view")
+        assert app.rows_text() == ["edge-a", "edge-b", "edge-c"]
+        assert app.screen is app.list_screen
+
+
 # -- against a real cloud and edge ------------------------------------------------------------------------
 
 
@@ -280,13 +411,13 @@ def cloud_app(c: LocalCluster, **kwargs: Any) -> FleetApp:
     return FleetApp(CloudSource(client, kubeconfig=str(c.kubeconfig)), **kwargs)
 
 
-@pytest.mark.slow
 def shown_text(app: FleetApp, selector: str) -> str:
     """What a Static of the current screen shows ("" while it is not mounted: a slow machine's frame)."""
     found = app.screen.query(selector)
     return str(found.first(Static).render()) if found else ""
 
 
+@pytest.mark.slow
 async def test_live_views_logs_and_delete(live: LocalCluster) -> None:
     app = cloud_app(live)
     async with app.run_test(size=SIZE) as pilot:
@@ -336,25 +467,123 @@ async def test_live_views_logs_and_delete(live: LocalCluster) -> None:
         await until(lambda: not isinstance(app.screen, PodScreen), pilot)
 
 
+def bound_actions(screen: Any) -> set[str]:
+    """The actions the screen's footer offers now (shown and enabled)."""
+    return {b.binding.action for b in screen.active_bindings.values() if b.binding.show and b.enabled}
+
+
 @pytest.mark.slow
 async def test_live_readonly_refuses_delete(live: LocalCluster) -> None:
     app = cloud_app(live, readonly=True)
     async with app.run_test(size=SIZE) as pilot:
         await until(lambda: any(n.startswith("printer-") for n in app.rows_text()), pilot)
         pod_name = app.rows_text()[0]
-        await pilot.press("enter", "ctrl+d", "y")
+        pushed: list[str] = []
+        original_push = app.push_screen
+
+        def recording_push(screen: Any, *args: Any, **kwargs: Any) -> Any:
+            pushed.append(type(screen).__name__)
+            return original_push(screen, *args, **kwargs)
+
+        app.push_screen = recording_push  # type: ignore[method-assign]
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, PodScreen), pilot, what="the pod screen")
+        await pilot.pause()
+        offered = bound_actions(app.screen)
+        assert {"pane('describe')", "pane('logs')"} <= offered
+        assert not offered & {"delete", "restart", "shell"}, offered
+        footer_keys = {b.binding.description for b in app.screen.active_bindings.values() if b.enabled}
+        assert not footer_keys & {"Delete", "Restart", "Shell"}, footer_keys
+        await pilot.press("ctrl+d", "y", "r", "s")
+        await pilot.pause()
         assert isinstance(app.screen, PodScreen)
+        assert pushed == ["PodScreen"]  # no ConfirmScreen was ever shown
         obj = await live.request("GET", f"/api/v1/namespaces/default/pods/{pod_name}")
         assert not obj["metadata"].get("deletionTimestamp")
+        assert "[read-only]" in str(app.list_screen.query_one("#header", Static).render())  # type: ignore[union-attr]
+
+
+def header_text(app: FleetApp) -> str:
+    screen = app.list_screen
+    return str(screen.query_one("#header", Static).render()) if screen is not None else ""
+
+
+def notified(app: FleetApp, text: str) -> bool:
+    return any(text in str(n.message) or text in n.title for n in app._notifications)
+
+
+@pytest.mark.slow
+async def test_live_reconnects_after_the_cloud_restarts_and_keeps_updating(live: LocalCluster) -> None:
+    app = cloud_app(live)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: any(n.startswith("printer-") for n in app.rows_text()), pilot, what="printer pod")
+        await until(lambda: app.connection.state == "connected", pilot, what="every watch connected")
+        assert live.cloud is not None
+        await live.cloud.stop()
+        await until(lambda: "reconnecting" in header_text(app), pilot, timeout=20, what="reconnecting")
+        assert "✕ reconnecting" in header_text(app)
+        assert any(n.startswith("printer-") for n in app.rows_text()), "the rows went away"
+        assert notified(app, "server reconnecting")
+        assert not notified(app, "connection restored")
+        await live.start_cloud()
+        await until(lambda: "● connected" in header_text(app), pilot, timeout=30, what="connected again")
+        await until(lambda: notified(app, "connection restored"), pilot, what="the restored notice")
+        await live.request(
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            deployment_manifest("hello", ["sh", "-c", "sleep 3600"]),
+        )
+        await until(
+            lambda: any(n.startswith("hello-") for n in app.rows_text()),
+            pilot,
+            timeout=30,
+            what="the new deployment's pod, from the watch",
+        )
+        assert any(n.startswith("printer-") for n in app.rows_text())
+
+
+@pytest.mark.slow
+async def test_a_bad_token_is_reported_and_the_ui_stays_usable(cloud: LocalCluster) -> None:
+    kc = load_kubeconfig(cloud.kubeconfig)
+    app = FleetApp(CloudSource(AsyncClient(kc.server, "bad-token", ca_file=kc.certificate_authority)))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: app.connection.state == "failed", pilot, what="the failed state")
+        assert "✕ failed: " in header_text(app) and "nauthorized" in header_text(app)
+        await until(lambda: notified(app, "server failed"), pilot, what="a notification")
+        assert any(n.severity == "error" and "nauthorized" in str(n.message) for n in app._notifications)
+        assert app.rows_text() == []
+        await command(pilot, "nodes")
+        assert app.state == ViewState("nodes") and app.screen is app.list_screen
+        await command(pilot, "pods")
+        assert app.state == ViewState("pods")
+
+
+@pytest.mark.slow
+async def test_live_restart_brings_the_pod_back(live: LocalCluster) -> None:
+    app = cloud_app(live)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: any(n.startswith("printer-") for n in app.rows_text()), pilot, what="printer pod")
+        old = app.rows_text()[0]
+        await pilot.press("enter")
+        assert isinstance(app.screen, PodScreen)
+        await pilot.press("r")
+        await until(lambda: notified(app, f"deleted pod default/{old}"), pilot, what="the restart notice")
+
+        def replaced() -> bool:
+            rows = [r for r in app.shown_rows if r.name.startswith("printer-") and r.name != old]
+            return bool(rows) and rows[0].cells[3] == "Running"
+
+        await until(replaced, pilot, timeout=30, what="a new printer pod running")
 
 
 async def test_unreachable_server_shows_in_the_header_and_notifies() -> None:
-    client = AsyncClient("https://127.0.0.1:9", "t", insecure=True)
+    port = closed_port()
+    client = AsyncClient(f"https://127.0.0.1:{port}", "t", insecure=True)
     app = FleetApp(CloudSource(client))
     async with app.run_test(size=SIZE) as pilot:
         await until(lambda: app.connection.state == "unreachable", pilot, what="unreachable")
         header = str(app.list_screen.query_one("#header", Static).render())  # type: ignore[union-attr]
-        assert "unreachable" in header and "127.0.0.1:9" in header
+        assert "unreachable" in header and f"127.0.0.1:{port}" in header
         await until(lambda: any(n.severity == "error" for n in app._notifications), pilot)
         await command(pilot, "nodes")  # the view keeps working
         assert app.state.kind == "nodes"

@@ -1,5 +1,7 @@
 """The device screen against a real cloud: the twin table, validated edits of desired values, readonly,
-and (end to end, with an edge, a simulated Modbus pump and its adapter) a value that comes back reported."""
+and (end to end, with an edge, a simulated Modbus pump and its adapter) a value that comes back reported;
+at the edge (``--edge``): the read-only screen on fixed data, and live from the local API with the cloud
+stopped."""
 
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ from textual.widgets import DataTable, Input, Label, Sparkline
 from app.client import AsyncClient
 from app.launcher import LocalCluster, tail
 from app.resources import DEVICEMODELS, DEVICES, JSONObject
-from tui.device import DesiredValueScreen, DeviceScreen, series_means
+from tui.app import FleetApp
+from tui.device import EDGE_NO_HISTORY, DesiredValueScreen, DeviceScreen, series_means
+from tui.edge import EdgeSource
+
+from .conftest import closed_port, edge_url
 
 NS = "default"
 MQTT = ("127.0.0.1", 1883)
@@ -187,7 +193,7 @@ async def test_twin_table_and_validated_edit(client: AsyncClient) -> None:
         # A ReadOnly property opens no dialog.
         await pilot.press("down", "e")
         await pilot.pause()
-        assert app.screen is screen
+        assert front(app) is screen
 
 
 async def test_readonly_hides_edit(client: AsyncClient) -> None:
@@ -229,20 +235,48 @@ async def test_missing_device_and_model(client: AsyncClient) -> None:
 # -- end to end -------------------------------------------------------------------------------------------
 
 
-def _broker_up() -> bool:
+def require_broker() -> None:
     with socket.socket() as s:
         s.settimeout(1)
-        return s.connect_ex(MQTT) == 0
+        if s.connect_ex(MQTT) == 0:
+            return
+    if os.environ.get("CI") == "true":
+        pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
+    pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
+
+
+def workload(name: str, module: str, config: Path) -> JSONObject:
+    """A one-replica Deployment running ``python -m module --config config`` on the edge."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": f"fleetops/{name}:dev",
+                            "command": [sys.executable, "-m", module, "--config", str(config)],
+                            "workingDir": str(Path(__file__).resolve().parents[2]),
+                        }
+                    ],
+                },
+            },
+        },
+    }
 
 
 @pytest.mark.slow
 async def test_edit_reaches_the_pump_and_comes_back_reported(
     cluster: LocalCluster, client: AsyncClient, tmp_path: Path
 ) -> None:
-    if not _broker_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
-        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
+    require_broker()
     from edgeservice.sim.modbus import HR_SPEED_SETPOINT, ModbusPumpSimulator
 
     sim = ModbusPumpSimulator(port=0)
@@ -260,50 +294,13 @@ async def test_edit_reaches_the_pump_and_comes_back_reported(
         config.write_text(
             json.dumps({"broker": f"mqtt://{MQTT[0]}:{MQTT[1]}", "devices": [dev], "deviceModels": [model()]})
         )
-        adapter = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "modbus-adapter", "namespace": NS},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "modbus-adapter"}},
-                "template": {
-                    "metadata": {"labels": {"app": "modbus-adapter"}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 5,
-                        "containers": [
-                            {
-                                "name": "adapter",
-                                "image": "fleetops/modbus-adapter:dev",
-                                "command": [
-                                    sys.executable,
-                                    "-m",
-                                    "edgeservice.workloads.modbus",
-                                    "--config",
-                                    str(config),
-                                ],
-                                "workingDir": str(Path(__file__).resolve().parents[2]),
-                            }
-                        ],
-                    },
-                },
-            },
-        }
-        await client.apply(adapter)
+        await client.apply(workload("modbus-adapter", "edgeservice.workloads.modbus", config))
         # The aggregator turns the adapter's readings into window summaries: the cloud's history.
         agg_config = tmp_path / "aggregator.json"
         agg_config.write_text(
             json.dumps({"broker": f"mqtt://{MQTT[0]}:{MQTT[1]}", "window": 0.5, "devices": [name]})
         )
-        aggregator = json.loads(json.dumps(adapter).replace("modbus-adapter", "aggregator"))
-        aggregator["spec"]["template"]["spec"]["containers"][0]["command"] = [
-            sys.executable,
-            "-m",
-            "edgeservice.workloads.aggregator",
-            "--config",
-            str(agg_config),
-        ]
-        await client.apply(aggregator)
+        await client.apply(workload("aggregator", "edgeservice.workloads.aggregator", agg_config))
 
         screen = DeviceScreen(client, NS, name, readonly=False, history_interval=0.2)
         app = Host(screen)
@@ -324,5 +321,174 @@ async def test_edit_reaches_the_pump_and_comes_back_reported(
 
             await until(pilot, lambda: 1500.0 in spark(), "the setpoint's sparkline", 30)
             assert str(screen.query_one("#spark-0-last", Label).render()) == "1500 rpm"
+    finally:
+        await sim.stop()
+
+
+# -- at the edge (--edge) -----------------------------------------------------------------------------------
+
+
+def front(app: App[Any]) -> Screen[Any]:
+    """The screen shown now (a call, so that mypy does not narrow it across key presses)."""
+    return app.screen
+
+
+def title(screen: DeviceScreen) -> str:
+    return str(screen.query_one("#title").render())
+
+
+def offers_edit(screen: DeviceScreen) -> bool:
+    """Whether the footer offers the edit key (and pressing it would run it)."""
+    return any(b.binding.action == "edit" and b.enabled for b in screen.active_bindings.values())
+
+
+async def test_edge_screen_is_read_only_and_says_why() -> None:
+    """Fixed data on the screen as ``--edge`` opens it; nothing listens at its local API's address."""
+    edge = EdgeSource(f"http://127.0.0.1:{closed_port()}", poll_interval=0.1)
+    screen = DeviceScreen(None, NS, "pump-e", readonly=False, edge=edge)
+    app = Host(screen)
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await until(pilot, lambda: app.screen is screen, "the screen")
+            screen.show(
+                device("pump-e", 5020, "1000", reported={"setpoint": "990", "speed": "985"}), None, {}
+            )
+            rows = table_rows(screen)
+            # No DeviceModel at the edge: unit, type and access are unknown, the values are all there.
+            assert rows["setpoint"] == ["setpoint", "1000", "990", "", "?", "?", "2026-01-02 12:00:00Z"]
+            assert rows["speed"][:3] == ["speed", "", "985"]
+            note = str(screen.query_one("#edge-note").render())
+            assert edge.url in note
+            assert "desired values are set at the cloud" in note
+            assert "does not serve DeviceModels" in note
+            assert str(screen.query_one("#history-title").render()) == EDGE_NO_HISTORY
+            assert not screen.query("#history") and not screen.query(Sparkline)
+
+            assert screen.check_action("edit", ()) is False
+            assert not [
+                b for b in screen.active_bindings.values() if b.binding.action == "edit" and b.enabled
+            ]
+            await pilot.press("e")
+            await pilot.pause()
+            assert app.screen is screen
+            assert "read-only" in title(screen)
+
+            # Its polls fail: the title says so and what was shown stays.
+            await until(
+                pilot,
+                lambda: "local API unreachable" in str(screen.query_one("#title").render()),
+                "the failure",
+            )
+            assert table_rows(screen) == rows
+    finally:
+        await edge.aclose()
+
+    with pytest.raises(ValueError, match="either the cloud"):
+        DeviceScreen(None, NS, "pump-e", readonly=False)
+
+
+def reported(obj: JSONObject, prop: str) -> str | None:
+    twins = (obj.get("status") or {}).get("twins") or []
+    return next((t.get("reported", {}).get("value") for t in twins if t.get("propertyName") == prop), None)
+
+
+@pytest.mark.slow
+async def test_edge_mode_shows_the_live_twin_with_the_cloud_stopped(
+    cluster: LocalCluster, client: AsyncClient, tmp_path: Path
+) -> None:
+    """``fleetops tui --edge`` on a node whose cloud is gone: Enter on a device opens its twin from the
+    edge's own state, which follows the pump; no edits; a camera says why it cannot be shown."""
+    require_broker()
+    from edgeservice.sim.modbus import HR_SPEED_SETPOINT, ModbusPumpSimulator
+
+    sim = ModbusPumpSimulator(port=0)
+    sim.model.set_speed_setpoint(700)
+    await sim.start()
+    try:
+        await cluster.start_edge("edge-1", None, "--mqtt", f"tcp://{MQTT[0]}:{MQTT[1]}")
+        await cluster.wait_ready_nodes(["edge-1"])
+        suffix = uuid.uuid4().hex[:8]  # Mosquitto is shared: topics of our own
+        name, camera = f"pump-{suffix}", f"cam-{suffix}"
+        dev = device(name, sim.port, None)
+        dev["spec"]["properties"][0]["visitors"]["configData"]["offset"] = HR_SPEED_SETPOINT
+        await client.create(DEVICEMODELS, model())
+        await client.create(DEVICES, dev)
+        cam = {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "Device",
+            "metadata": {"name": camera, "namespace": NS},
+            "spec": {
+                "deviceModelRef": {"name": "camera"},
+                "nodeName": "edge-1",
+                "protocol": {"protocolName": "camera", "configData": {"url": "synthetic://conveyor"}},
+            },
+        }
+        await client.create(DEVICES, cam)
+        config = tmp_path / "adapter.json"
+        config.write_text(
+            json.dumps({"broker": f"mqtt://{MQTT[0]}:{MQTT[1]}", "devices": [dev], "deviceModels": [model()]})
+        )
+        await client.apply(workload("modbus-adapter", "edgeservice.workloads.modbus", config))
+        # The whole pipeline works (the edge has the devices, the adapter reports) before the cloud goes.
+        await cluster.wait_until(
+            f"/apis/{DEVICES.group}/v1beta1/namespaces/{NS}/devices/{name}",
+            lambda obj: reported(obj, "setpoint") == "700",
+            timeout=60,
+            what="the cloud sees setpoint 700",
+        )
+        assert cluster.cloud is not None
+        await cluster.cloud.stop()
+        sim.model.set_speed_setpoint(1200)  # only the edge can know this one
+
+        source = EdgeSource(edge_url(cluster), poll_interval=0.3)
+        app = FleetApp(source, view="devices")
+        async with app.run_test(size=(140, 40)) as pilot:
+            await until(pilot, lambda: app.rows_text() == [camera, name], "the edge's devices")
+            for _ in range(app.rows_text().index(name)):
+                await pilot.press("down")
+            assert app.table.current is not None and app.table.current.name == name
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, DeviceScreen), "the device screen")
+            screen = app.screen
+            assert isinstance(screen, DeviceScreen) and screen.edge is source
+
+            def setpoint() -> list[str]:
+                return table_rows(screen).get("setpoint", [""] * 7)
+
+            await until(pilot, lambda: setpoint()[2] == "1200", "the setpoint reported at the edge", 60)
+            assert setpoint()[1] == ""  # no desired value
+            assert setpoint()[6].endswith("Z")  # the edge's report time
+            assert table_rows(screen)["speed"][2] != ""
+            await until(
+                pilot,
+                lambda: "cloud unreachable" in title(screen),
+                "the cloud's absence in the title",
+            )
+            assert screen.check_action("edit", ()) is False
+            assert not [
+                b for b in screen.active_bindings.values() if b.binding.action == "edit" and b.enabled
+            ]
+            await pilot.press("e")
+            await pilot.pause()
+            assert app.screen is screen
+            assert "desired values are set at the cloud" in str(screen.query_one("#edge-note").render())
+            assert str(screen.query_one("#history-title").render()) == EDGE_NO_HISTORY
+
+            # The table follows the pump while the cloud is still away.
+            sim.model.set_speed_setpoint(1500)
+            await until(pilot, lambda: setpoint()[2] == "1500", "the next reported setpoint", 60)
+
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.list_screen, "back to the devices")
+            await pilot.press("up")
+            assert app.table.current is not None and app.table.current.name == camera
+            await pilot.press("enter")
+            await pilot.pause()
+            assert front(app) is app.list_screen
+            messages = [str(n.message) for n in app._notifications]
+            assert any(
+                f"camera {camera} needs the cloud: camera streams come to the viewer through the cloud" in m
+                for m in messages
+            ), messages
     finally:
         await sim.stop()

@@ -1,7 +1,8 @@
 """The TUI driven the way a person over SSH drives it: in tmux, with keys sent and the screen read back.
 
 Runs the real ``fleetops tui --kubeconfig K`` in a detached tmux session on its own socket against a real
-cloud and edge, types ``:pods``, a filter and ``:q``, and reads the pane with ``capture-pane``. Skipped
+cloud and edge, types ``:pods``, a filter, opens the pod and runs a command in its shell (``s``: ``kubectl
+exec -it``), then ``:q``, reading the pane with ``capture-pane``. Skipped
 with a reason when tmux is missing, except under ``CI=true``, where tmux is required.
 """
 
@@ -93,6 +94,24 @@ async def test_tui_in_tmux(live: LocalCluster, tmp_path: Path) -> None:
         assert row.split()[0] == "default" and "1/1" in row and "edge-1" in row
         await tmux.keys("Enter")
         await tmux.wait_for(lambda t: "/print" not in t, "the filter prompt closed")
+
+        # Exec: the pod screen's shell key suspends the TUI for `kubectl exec -it ... -- sh`.
+        await tmux.keys("Enter")
+        await tmux.wait_for(lambda t: "pod default/printer-" in t and "Name:" in t, "the pod screen")
+        await tmux.keys("s")
+        await tmux.wait_for(
+            lambda t: "Name:" not in t and t.rstrip().endswith(("#", "$")), "the shell's prompt", 30
+        )
+        marker = f"hi-{os.getpid()}"
+        # Typed as "hi-$((PID+0))" so that the echoed command line cannot pass for its output.
+        await tmux.keys("echo hi-$((", str(os.getpid()), "+0))", "Enter")
+        screen = await tmux.wait_for(
+            lambda t: any(line.strip() == marker for line in t.splitlines()), "the shell's output", 30
+        )
+        await tmux.keys("exit", "Enter")
+        await tmux.wait_for(lambda t: "pod default/printer-" in t and "Name:" in t, "the TUI back after exit")
+        await tmux.keys("Escape")
+        await tmux.wait_for(lambda t: "Pods (1/1)" in t, "the pods view again")
         await tmux.keys(":", "q", "Enter")
         deadline = time.monotonic() + 15
         while "tui" in await tmux.run("list-sessions", "-F", "#{session_name}", check=False):
