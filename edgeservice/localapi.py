@@ -23,9 +23,11 @@ task, so a slow or hung client only holds itself up: reading a request must comp
 ``follow=true`` streams until the client goes away or the server stops, when the chunked body is ended
 properly. Keep-alive is supported; pipelining is not (a pipelined request waits for the one before it).
 
-Devices (``/apis/devices.kubeedge.io/v1beta1/[namespaces/NS/]devices``) come from the cache with the
-edge's own twin state as their status; events (``/api/v1/[namespaces/NS/]events``) are the pod Events still
-waiting in the outbox, i.e. what happened while the cloud was unreachable.
+Devices (``/apis/devices.kubeedge.io/v1beta1/[namespaces/NS/]devices[/NAME]``) come from the cache with the
+edge's own twin state as their status; DeviceModels (``.../[namespaces/NS/]devicemodels[/NAME]``) are the
+ones the cloud sent this node (those of its devices), as cached, so a UI at the edge can show units, types
+and access; events (``/api/v1/[namespaces/NS/]events``) are the pod Events still waiting in the outbox,
+i.e. what happened while the cloud was unreachable.
 
 Deliberately not done: watch, label/field selectors, the Table format (``kubectl get`` against this API
 prints names only), TLS, and anything that writes to the cache.
@@ -77,6 +79,8 @@ _READ_SIZE = 16 * 1024
 # After refusing a request: how long unread input is drained so the refusal reaches the client.
 LINGER_SECONDS = 1.0
 _RESTART_PATH = "POST /api/v1/namespaces/{namespace}/pods/{name}/restart"
+_DEVICES_GROUP = "devices.kubeedge.io"
+_DEVICES_API = f"{_DEVICES_GROUP}/v1beta1"
 
 
 class LocalApiError(EdgeError):
@@ -142,8 +146,11 @@ def _bad_request(message: str) -> _Reply:
     return _Reply(400, "BadRequest", message)
 
 
-def _pod_not_found(name: str) -> _Reply:
-    return _Reply(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+def _not_found(plural: str, name: str, *, group: str = "", why: str = "") -> _Reply:
+    """A NotFound Status worded as the Kubernetes API words it (``devices.devices.kubeedge.io "x" not
+    found``), ``why`` appended."""
+    resource = f"{plural}.{group}" if group else plural
+    return _Reply(404, "NotFound", f'{resource} "{name}" not found{why}', name=name, group=group, kind=plural)
 
 
 @dataclass(slots=True)
@@ -490,7 +497,7 @@ class LocalApi:
                 )
             case ["api", "v1", "nodes", name]:
                 if name != self.node_name:
-                    raise _Reply(404, "NotFound", f'nodes "{name}" not found', name=name, kind="nodes")
+                    raise _not_found("nodes", name)
                 return _json(self._node())
             case ["api", "v1", "pods"]:
                 return _json(self._pod_list(None))
@@ -504,6 +511,14 @@ class LocalApi:
                 return _json(self._device_list(None))
             case ["apis", "devices.kubeedge.io", "v1beta1", "namespaces", ns, "devices"]:
                 return _json(self._device_list(ns))
+            case ["apis", "devices.kubeedge.io", "v1beta1", "namespaces", ns, "devices", name]:
+                return _json(self._device(ns, name))
+            case ["apis", "devices.kubeedge.io", "v1beta1", "devicemodels"]:
+                return _json(self._model_list(None))
+            case ["apis", "devices.kubeedge.io", "v1beta1", "namespaces", ns, "devicemodels"]:
+                return _json(self._model_list(ns))
+            case ["apis", "devices.kubeedge.io", "v1beta1", "namespaces", ns, "devicemodels", name]:
+                return _json(self._model(ns, name))
             case ["api", "v1", "events"]:
                 return _json(self._event_list(None))
             case ["api", "v1", "namespaces", ns, "events"]:
@@ -547,32 +562,55 @@ class LocalApi:
         ]
         return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
 
+    def _with_twin(self, dev: JSONObject) -> JSONObject:
+        """A cached Device with the status this edge's DeviceTwin last computed (reported values, state),
+        which is newer than the cloud's copy while the cloud is away."""
+        m = dev.get("metadata") or {}
+        out = {"kind": "Device", "apiVersion": _DEVICES_API, **dev}
+        twin = self.meta.local(f"twin/{m.get('namespace', '')}/device/{m.get('name', '')}")
+        if twin is not None:
+            status = dict(out.get("status") or {})
+            try:
+                status["twins"] = status_twins(twins_from_json(twin.get("twins")))
+            except ValidationError as exc:  # a damaged local copy: serve the cloud's status instead
+                log.warning("local API: twin state of device %s unreadable: %s", m.get("name"), exc)
+            if twin.get("state"):
+                status["state"] = twin["state"]
+            out["status"] = status
+        return self._annotate(out)
+
+    def _cached(self, type_: str, namespace: str | None) -> list[JSONObject]:
+        return [
+            obj
+            for obj in self.meta.objects(type_)
+            if namespace is None or (obj.get("metadata") or {}).get("namespace") == namespace
+        ]
+
     def _device_list(self, namespace: str | None) -> JSONObject:
-        """The node's Devices from the cache, each with the status this edge's DeviceTwin last computed
-        (reported values, state), which is newer than the cloud's copy while the cloud is away."""
-        items = []
-        for dev in self.meta.objects("device"):
-            m = dev.get("metadata") or {}
-            if namespace is not None and m.get("namespace") != namespace:
-                continue
-            out = {"kind": "Device", "apiVersion": "devices.kubeedge.io/v1beta1", **dev}
-            twin = self.meta.local(f"twin/{m.get('namespace', '')}/device/{m.get('name', '')}")
-            if twin is not None:
-                status = dict(out.get("status") or {})
-                try:
-                    status["twins"] = status_twins(twins_from_json(twin.get("twins")))
-                except ValidationError as exc:  # a damaged local copy: serve the cloud's status instead
-                    log.warning("local API: twin state of device %s unreadable: %s", m.get("name"), exc)
-                if twin.get("state"):
-                    status["state"] = twin["state"]
-                out["status"] = status
-            items.append(self._annotate(out))
-        return {
-            "kind": "DeviceList",
-            "apiVersion": "devices.kubeedge.io/v1beta1",
-            "metadata": {},
-            "items": items,
-        }
+        items = [self._with_twin(dev) for dev in self._cached("device", namespace)]
+        return {"kind": "DeviceList", "apiVersion": _DEVICES_API, "metadata": {}, "items": items}
+
+    def _device(self, namespace: str, name: str) -> JSONObject:
+        dev = self.meta.get(f"{namespace}/device/{name}")
+        if dev is None:
+            raise _not_found("devices", name, group=_DEVICES_GROUP, why=" on this edge")
+        return self._with_twin(dev)
+
+    def _model_list(self, namespace: str | None) -> JSONObject:
+        items = [
+            self._annotate({"kind": "DeviceModel", "apiVersion": _DEVICES_API, **obj})
+            for obj in self._cached("devicemodel", namespace)
+        ]
+        return {"kind": "DeviceModelList", "apiVersion": _DEVICES_API, "metadata": {}, "items": items}
+
+    def _model(self, namespace: str, name: str) -> JSONObject:
+        """One DeviceModel as cached. The cloud sends a node only the models of its own devices, so a
+        missing one may exist at the cloud: the message says so."""
+        obj = self.meta.get(f"{namespace}/devicemodel/{name}")
+        if obj is None:
+            why = " in this edge's cache (it holds the models of this node's devices only)"
+            raise _not_found("devicemodels", name, group=_DEVICES_GROUP, why=why)
+        return self._annotate({"kind": "DeviceModel", "apiVersion": _DEVICES_API, **obj})
 
     def _event_list(self, namespace: str | None) -> JSONObject:
         """The pod Events this edge recorded that still wait in its outbox (what happened while the cloud
@@ -610,7 +648,7 @@ class LocalApi:
     def _find(self, namespace: str, name: str) -> JSONObject:
         pod = self.meta.get(f"{namespace}/pod/{name}")
         if pod is None:
-            raise _pod_not_found(name)
+            raise _not_found("pods", name)
         return pod
 
     def _pod(self, namespace: str, name: str) -> JSONObject:

@@ -10,11 +10,13 @@ for points newer than the last one seen).
 
 Attached to an edge (``fleetops tui --edge``; ``edge=`` an :class:`~tui.edge.EdgeSource`) the screen shows
 the device as this node's own DeviceTwin last saw it: the local API serves the node's Devices with the
-edge's twin state as their status, which the screen polls every ``poll_interval`` (the local API has no
-watch), so the reported values stay live while the cloud is unreachable. It is read-only there: desired
-values are the cloud's (the local API refuses every write but a pod restart), and the history is the
-cloud's too, so a note stands in for the sparklines. The local API serves no DeviceModels, so the unit,
-type and access columns stay empty or ``?`` at the edge and the note says why.
+edge's twin state as their status, and the DeviceModels the cloud sent the node; the screen polls the
+Device and its model every ``poll_interval`` (the local API has no watch), so the reported values stay
+live while the cloud is unreachable and the unit, type and access columns are filled as against the cloud.
+It is read-only there: desired values are the cloud's (the local API refuses every write but a pod
+restart), and the history is the cloud's too, so a note stands in for the sparklines. When the edge has no
+model by the device's reference (not sent yet, or an older edge that serves none) those columns stay
+empty or ``?`` and the note says why.
 
 Deliberately not done: editing ``BYTES`` values (shown, not edited: KubeEdge defines no encoding), a chart
 with axes (a sparkline shows the shape; the last value is printed next to it), and history for properties
@@ -58,7 +60,7 @@ EDGE_READONLY = (
     "Read-only: desired values are set at the cloud; this node's local API accepts no writes (pod restart "
     "is its one offline operation)"
 )
-EDGE_NO_MODEL = "Units, types and access unknown: the local API does not serve DeviceModels"
+EDGE_NO_MODEL = "Units, types and access unknown: this node's local API has no DeviceModel {ref!r}"
 EDGE_NO_HISTORY = "History: not available at the edge (the telemetry history is kept by the cloud)"
 
 
@@ -183,6 +185,7 @@ class DeviceScreen(Screen[None]):
         self.history: dict[str, list[float]] = {}
         self._history_since: int | None = None
         self._state = "loading"
+        self._model_problem = ""  # at the edge: why the model is missing ("" when it is there)
 
     # -- layout ---------------------------------------------------------------------------------------
 
@@ -220,10 +223,11 @@ class DeviceScreen(Screen[None]):
     def _edge_note(self) -> str:
         assert self.edge is not None
         every = f"{self.edge.poll_interval:g} s"
-        return (
-            f"Edge-local: this node's own twin state from {self.edge.url}, polled every {every}.\n"
-            f"{EDGE_READONLY}.\n{EDGE_NO_MODEL}."
-        )
+        note = f"Edge-local: this node's own twin state from {self.edge.url}, polled every {every}.\n"
+        note += f"{EDGE_READONLY}."
+        if self.device is not None and self.model is None:
+            note += f"\n{self._model_problem or EDGE_NO_MODEL.format(ref=self.device.model_ref)}."
+        return note
 
     def _title(self) -> str:
         parts = [f"Device {self.namespace}/{self.device_name}"]
@@ -268,26 +272,43 @@ class DeviceScreen(Screen[None]):
 
     @work(exclusive=True, group="device-watch")
     async def _poll_edge(self) -> None:
-        """The device from this node's local API every ``poll_interval``; a failed poll keeps the values
+        """The device and its model from this node's local API every ``poll_interval`` (the model too:
+        the cloud may send it, or a new version, while the screen is open); a failed poll keeps the values
         shown and the title says the local API is unreachable until a poll succeeds."""
-        assert self.edge is not None
-        last: JSONObject | None = None
-        first = True
+        edge = self.edge
+        assert edge is not None
+        last: tuple[JSONObject | None, JSONObject | None] | None = None
         while True:
             try:
-                obj = await self.edge.device(self.namespace, self.device_name)
+                obj = await edge.device(self.namespace, self.device_name)
+                spec = (obj or {}).get("spec")
+                ref = spec.get("deviceModelRef") if isinstance(spec, dict) else None
+                name = ref.get("name") if isinstance(ref, dict) else None  # a bad one: _show says so
+                model = await edge.device_model(self.namespace, name) if isinstance(name, str) else None
             except ClientError as exc:
                 logger.info("edge poll of device %s/%s failed: %s", self.namespace, self.device_name, exc)
                 self.query_one("#title", Static).update(self._title())
             else:
-                if first or obj != last:
+                if (obj, model) != last:
                     if obj is None:
-                        self._state = "not found at this edge" if first else "gone from this edge"
+                        self._state = "not found at this edge" if last is None else "gone from this edge"
+                    self._set_edge_model(model)
                     await self._show(obj)
                 else:
                     self.query_one("#title", Static).update(self._title())  # the cloud link may change
-                first, last = False, obj
-            await asyncio.sleep(self.edge.poll_interval)
+                last = (obj, model)
+            await asyncio.sleep(edge.poll_interval)
+
+    def _set_edge_model(self, obj: JSONObject | None) -> None:
+        """The model the edge served (None: it has none), or why it is unusable for the note."""
+        self.model, self._model_problem = None, ""
+        if obj is None:
+            return
+        try:
+            self.model = parse_model(obj)
+        except ValidationError as exc:
+            name = (obj.get("metadata") or {}).get("name")
+            self._model_problem = f"Units, types and access unknown: DeviceModel {name!r} is malformed: {exc}"
 
     async def _show(self, obj: JSONObject | None, *, reload_model: bool = False) -> None:
         if obj is None:
@@ -325,6 +346,8 @@ class DeviceScreen(Screen[None]):
 
     def _render_table(self) -> None:
         self.query_one("#title", Static).update(self._title())
+        if self.edge is not None:
+            self.query_one("#edge-note", Static).update(self._edge_note())
         table = self.query_one("#twins", DataTable)
         keep = table.cursor_row
         table.clear()

@@ -8,7 +8,8 @@ banner. Reads and logs go through :class:`~app.client.AsyncClient` (the paths ar
 is the local API's one write, a POST with ``X-FleetOps-Request: restart``. Deleting is refused here: the
 cloud owns the desired state. Deployments are not known at the edge (an empty list); a 404 for a list the
 edge does not serve (an older edge without devices or events) is an empty list too. The device screen
-polls one Device (:meth:`EdgeSource.device`) the same way, every ``poll_interval``.
+polls one Device and its DeviceModel (:meth:`EdgeSource.device`, :meth:`EdgeSource.device_model`) the
+same way, every ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import aiohttp
 
 from app.client import ApiError, AsyncClient, ClientError, ConnectionFailed, LineStream, NotFound, WatchEvent
-from app.resources import JSONObject, ResourceType
+from app.resources import DEVICEMODELS, JSONObject, ResourceType
 from tui.data import RESOURCES, Connection, Kind, NodeUsage, NotSupported, describe_error
 
 logger = logging.getLogger(__name__)
@@ -59,22 +60,39 @@ class EdgeSource:
 
     async def device(self, namespace: str, name: str) -> JSONObject | None:
         """One Device as this edge knows it (its twin state as ``status``), None when the edge has no such
-        device. The local API has no GET of one Device: this lists the namespace's (a node's few)."""
-        for item in await self._list(RESOURCES["devices"], namespace):
-            if (item.get("metadata") or {}).get("name") == name:
-                return item
-        return None
+        device."""
+        return await self._one(RESOURCES["devices"], namespace, name)
+
+    async def device_model(self, namespace: str, name: str) -> JSONObject | None:
+        """One DeviceModel as this edge cached it (the cloud sends a node the models of its devices), None
+        when the edge has none by that name or its local API serves no models (an older edge)."""
+        return await self._one(DEVICEMODELS, namespace, name)
 
     async def _list(self, rt: ResourceType, namespace: str | None) -> tuple[JSONObject, ...]:
-        prefix = f"/apis/{rt.group}/{rt.version}" if rt.group else f"/api/{rt.version}"
-        scope = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
-        path = f"{prefix}{scope}/{rt.plural}"
+        body = await self._read(_path(rt, namespace))
+        items = body.get("items") if isinstance(body, dict) else None
+        out = tuple(i for i in (items or []) if isinstance(i, dict))
+        for item in out:
+            item.setdefault("apiVersion", rt.api_version)
+            item.setdefault("kind", rt.kind)
+        return out
+
+    async def _one(self, rt: ResourceType, namespace: str, name: str) -> JSONObject | None:
+        body = await self._read(f"{_path(rt, namespace)}/{quote(name, safe='')}")
+        if not isinstance(body, dict):
+            return None
+        body.setdefault("apiVersion", rt.api_version)
+        body.setdefault("kind", rt.kind)
+        return body
+
+    async def _read(self, path: str) -> object:
+        """The JSON at ``path``, None for a 404; records the link state and the cloud-connected header."""
         session = await self._http()
         try:
             async with session.get(self.url + path, headers={"Accept": "application/json"}) as resp:
                 cloud = resp.headers.get(CONNECTED_HEADER)
                 if resp.status == 404:
-                    body: object = {"items": []}
+                    body: object = None
                 elif resp.status >= 400:
                     raise ApiError(resp.status, resp.reason or "", (await resp.text())[:300])
                 else:
@@ -90,12 +108,7 @@ class EdgeSource:
         self._ever = True
         connected = None if cloud is None else cloud == "true"
         self._state = Connection("connected", "", connected)
-        items = body.get("items") if isinstance(body, dict) else None
-        out = tuple(i for i in (items or []) if isinstance(i, dict))
-        for item in out:
-            item.setdefault("apiVersion", rt.api_version)
-            item.setdefault("kind", rt.kind)
-        return out
+        return body
 
     async def node_usage(self) -> dict[str, NodeUsage]:
         """The local API serves no metrics.k8s.io: usage is the cloud's view (``kubectl top``)."""
@@ -141,6 +154,12 @@ class EdgeSource:
         if session is not None:
             await session.close()
         await self.reader.aclose()
+
+
+def _path(rt: ResourceType, namespace: str | None) -> str:
+    prefix = f"/apis/{rt.group}/{rt.version}" if rt.group else f"/api/{rt.version}"
+    scope = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
+    return f"{prefix}{scope}/{rt.plural}"
 
 
 class _Poller:

@@ -202,6 +202,9 @@ async def test_node_and_discovery(edge: Edge) -> None:
     assert await get_text(edge, "/readyz") == "ok"
 
 
+DEVICES = "/apis/devices.kubeedge.io/v1beta1"
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [
@@ -209,6 +212,15 @@ async def test_node_and_discovery(edge: Edge) -> None:
         ("/api/v1/namespaces/other/pods/web", 'pods "web" not found'),
         ("/api/v1/namespaces/site/pods/nope/log", 'pods "nope" not found'),
         ("/api/v1/nodes/other-node", 'nodes "other-node" not found'),
+        (
+            f"{DEVICES}/namespaces/site/devices/nope",
+            'devices.devices.kubeedge.io "nope" not found on this edge',
+        ),
+        (
+            f"{DEVICES}/namespaces/site/devicemodels/nope",
+            'devicemodels.devices.kubeedge.io "nope" not found in this edge\'s cache '
+            "(it holds the models of this node's devices only)",
+        ),
         ("/api/v1/secrets", "the server could not find the requested resource"),
         ("/nothing/here", "the server could not find the requested resource"),
     ],
@@ -397,6 +409,51 @@ async def test_devices_from_the_cache_with_the_edges_twin_state(edge: Edge) -> N
         len((await get_json(edge, "/apis/devices.kubeedge.io/v1beta1/namespaces/site/devices"))["items"]) == 1
     )
     assert (await get_json(edge, "/apis/devices.kubeedge.io/v1beta1/namespaces/other/devices"))["items"] == []
+
+    one = await get_json(edge, f"{DEVICES}/namespaces/site/devices/pump")
+    assert one == item  # the single Device is the listed one, twin state and all
+    await get_json(edge, f"{DEVICES}/namespaces/other/devices/pump", 404)
+
+
+def pump_model(namespace: str, unit: str) -> JSONObject:
+    return {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "DeviceModel",
+        "metadata": {"name": "m", "namespace": namespace, "uid": f"uid-m-{namespace}"},
+        "spec": {
+            "protocol": "modbus",
+            "properties": [{"name": "setpoint", "type": "INT", "accessMode": "ReadWrite", "unit": unit}],
+        },
+    }
+
+
+async def test_device_models_from_the_cache(edge: Edge) -> None:
+    empty = await get_json(edge, f"{DEVICES}/devicemodels")
+    assert empty["kind"] == "DeviceModelList" and empty["items"] == []
+    await get_json(edge, f"{DEVICES}/namespaces/site/devicemodels/m", 404)
+    edge.meta.apply(
+        Message("insert", f"{ns}/devicemodel/m", pump_model(ns, unit), resourceversion=rv)
+        for ns, unit, rv in (("site", "rpm", "8"), ("lab", "Hz", "9"))
+    )
+    listed = await get_json(edge, f"{DEVICES}/devicemodels")
+    assert sorted((m["metadata"]["namespace"], m["kind"]) for m in listed["items"]) == [
+        ("lab", "DeviceModel"),
+        ("site", "DeviceModel"),
+    ]
+    [site] = (await get_json(edge, f"{DEVICES}/namespaces/site/devicemodels"))["items"]
+    assert site["metadata"]["uid"] == "uid-m-site"
+    assert (await get_json(edge, f"{DEVICES}/namespaces/other/devicemodels"))["items"] == []
+
+    one = await get_json(edge, f"{DEVICES}/namespaces/lab/devicemodels/m")
+    assert one["kind"] == "DeviceModel"
+    assert one["apiVersion"] == "devices.kubeedge.io/v1beta1"
+    assert one["spec"]["properties"][0]["unit"] == "Hz"  # the lab's model, not the site's
+    assert one["metadata"]["annotations"]["fleetops.io/cloud-connected"] == "false"
+
+    # A model the cloud withdraws from this node is gone here too.
+    edge.meta.apply([Message("delete", "lab/devicemodel/m", None, resourceversion="10")])
+    await get_json(edge, f"{DEVICES}/namespaces/lab/devicemodels/m", 404)
+    assert len((await get_json(edge, f"{DEVICES}/devicemodels"))["items"]) == 1
 
 
 async def test_events_are_those_waiting_in_the_outbox(edge: Edge) -> None:

@@ -350,9 +350,8 @@ async def test_edge_screen_is_read_only_and_says_why() -> None:
     try:
         async with app.run_test(size=(140, 40)) as pilot:
             await until(pilot, lambda: app.screen is screen, "the screen")
-            screen.show(
-                device("pump-e", 5020, "1000", reported={"setpoint": "990", "speed": "985"}), None, {}
-            )
+            dev = device("pump-e", 5020, "1000", reported={"setpoint": "990", "speed": "985"})
+            screen.show(dev, None, {})
             rows = table_rows(screen)
             # No DeviceModel at the edge: unit, type and access are unknown, the values are all there.
             assert rows["setpoint"] == ["setpoint", "1000", "990", "", "?", "?", "2026-01-02 12:00:00Z"]
@@ -360,7 +359,16 @@ async def test_edge_screen_is_read_only_and_says_why() -> None:
             note = str(screen.query_one("#edge-note").render())
             assert edge.url in note
             assert "desired values are set at the cloud" in note
-            assert "does not serve DeviceModels" in note
+            assert "Units, types and access unknown: this node's local API has no DeviceModel 'pump'" in note
+
+            # With the model the edge cached, the columns are filled as against the cloud; no such note.
+            screen.show(dev, model(), {})
+            rows = table_rows(screen)
+            assert rows["setpoint"][:6] == ["setpoint", "1000", "990", "rpm", "INT", "ReadWrite"]
+            assert rows["speed"][3:6] == ["rpm", "INT", "ReadOnly"]
+            note = str(screen.query_one("#edge-note").render())
+            assert "desired values are set at the cloud" in note
+            assert "unknown" not in note
             assert str(screen.query_one("#history-title").render()) == EDGE_NO_HISTORY
             assert not screen.query("#history") and not screen.query(Sparkline)
 
@@ -457,6 +465,10 @@ async def test_edge_mode_shows_the_live_twin_with_the_cloud_stopped(
 
             await until(pilot, lambda: setpoint()[2] == "1200", "the setpoint reported at the edge", 60)
             assert setpoint()[1] == ""  # no desired value
+            # The model comes from the edge's cache too: units, types and access as against the cloud.
+            assert setpoint()[3:6] == ["rpm", "INT", "ReadWrite"]
+            assert table_rows(screen)["speed"][3:6] == ["rpm", "INT", "ReadOnly"]
+            assert "unknown" not in str(screen.query_one("#edge-note").render())
             assert setpoint()[6].endswith("Z")  # the edge's report time
             assert table_rows(screen)["speed"][2] != ""
             await until(
