@@ -35,7 +35,6 @@ from app.model import ConfigKind
 from app.resources import PODS, JSONObject, tunnel_resource
 from app.tunnel import DEFAULT_MAX_FRAME, Acked, Channel, Delivered, Event, FrameRejected, Replied, hello
 from app.tunnelio import ChannelRunner
-from edgeservice.broker import MQTT_URL_ENV, BrokerError, NodeBroker, parse_url
 from edgeservice.edged import Edged
 from edgeservice.localapi import LocalApi, LocalApiError
 from edgeservice.metamanager import CacheError, Change, MetaManager
@@ -46,6 +45,7 @@ from edgeservice.streams import EdgeStreams, StreamSink
 from edgeservice.usage import UsageSampler
 
 if TYPE_CHECKING:
+    from edgeservice.broker import NodeBroker
     from edgeservice.camerastream import CameraStreamProducer
     from edgeservice.devicetwin import DeviceTwin
     from edgeservice.metrics import EdgeMetrics
@@ -103,12 +103,8 @@ class EdgeCore:
             node_env=self._node_env,
         )
         # The node's MQTT broker (one per node, as in KubeEdge), shared by devicetwin and advertised to
-        # the pods; the embedded one comes back on the port it had before a restart when that is free.
-        self.broker = NodeBroker(
-            config.mqtt,
-            port=self._previous_broker_port(),
-            on_resolved=lambda url: self._advertise("mqtt", url),
-        )
+        # the pods: made with the first pod or device (see `broker`), so an idle edge does not load it.
+        self._broker: NodeBroker | None = None
         self._endpoints: dict[str, str] = {}
         self.streams = EdgeStreams(
             self.node,
@@ -196,7 +192,8 @@ class EdgeCore:
             if self.config.stop_pods_on_exit:
                 await self.edged.stop_all_pods()
             await self.edged.stop()
-            await self.broker.stop()
+            if self._broker is not None:
+                await self._broker.stop()
             await self._drain_outbox()
             self.meta.close()
             log.info(
@@ -225,9 +222,24 @@ class EdgeCore:
 
     # -- the node's MQTT broker -------------------------------------------------------------------
 
+    @property
+    def broker(self) -> NodeBroker:
+        """The node's broker; the embedded one comes back on the port the last run advertised when that
+        is free, so pods that kept running while the edge restarted find it again."""
+        if self._broker is None:
+            from edgeservice.broker import NodeBroker
+
+            self._broker = NodeBroker(
+                self.config.mqtt,
+                port=self._previous_broker_port(),
+                on_resolved=lambda url: self._advertise("mqtt", url),
+            )
+        return self._broker
+
     def _previous_broker_port(self) -> int:
-        """The port of the embedded broker the last run advertised (0: none), so that pods which kept
-        running while the edge restarted find it again."""
+        """The port of the embedded broker the last run advertised (0: none)."""
+        from edgeservice.broker import BrokerError, parse_url
+
         try:
             url = json.loads((self.config.data_dir / "endpoints.json").read_text())["mqtt"]
             if url == self.config.mqtt:
@@ -247,6 +259,8 @@ class EdgeCore:
     async def _node_env(self) -> dict[str, str]:
         """What Edged sets in every container: ``FLEETOPS_MQTT_URL``, the node's broker (started now if this
         is its first use). Without a usable broker the variable is left out and the pod starts anyway."""
+        from edgeservice.broker import MQTT_URL_ENV, BrokerError
+
         try:
             url = await self.broker.resolve()
         except BrokerError as exc:
