@@ -74,6 +74,10 @@ CLOUD_VERSION_KEY = "cloudVersion"
 EDGE_VERSION_KEY = "edgeVersion"
 _COUNTER = re.compile(r"[0-9]{1,15}")
 
+# The variable Edged sets in every container: the URL of the node's MQTT broker (``tcp://HOST:PORT``),
+# which workloads use when their config names no broker.
+MQTT_URL_ENV = "FLEETOPS_MQTT_URL"
+
 # Result codes of ``twin/update/result``, as KubeEdge's dtcommon (BadRequestCode = 400).
 OK_CODE = 200
 BAD_REQUEST_CODE = 400

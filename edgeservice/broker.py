@@ -5,7 +5,8 @@ or the internal one): devicetwin subscribes to ``$hw/events/device/+/...`` and a
 it does not hold with an ``unknown device`` refusal, so two edges on one broker would refuse each other's
 devices. :class:`NodeBroker` is that one broker of a node: resolved once, on first use (the node's first
 device or the first container Edged starts), shared by devicetwin and advertised to every container as
-``FLEETOPS_MQTT_URL`` (:data:`MQTT_URL_ENV`), which the workloads use when their config names no broker.
+``FLEETOPS_MQTT_URL`` (:data:`app.twin.MQTT_URL_ENV`), which the workloads use when their config names
+no broker.
 The embedded broker keeps its port across restarts of the edge when it can (the caller passes the port it
 had), so pods that kept running still reach it.
 
@@ -54,12 +55,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import pwd
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -72,8 +71,6 @@ from edgeservice.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
-# The variable Edged sets in every container: the URL of the node's broker (``tcp://HOST:PORT``).
-MQTT_URL_ENV = "FLEETOPS_MQTT_URL"
 # MQTT's registered port, used when the URL names none.
 DEFAULT_PORT = 1883
 # How long a reachability probe of the configured broker may take: loopback or LAN answers in
@@ -168,9 +165,6 @@ async def reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> boo
     return True
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def _user_name() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
@@ -178,24 +172,16 @@ def _user_name() -> str:
         return "root" if os.geteuid() == 0 else str(os.geteuid())
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook that makes the child receive SIGTERM when this process dies (Linux), or None.
-    The kernel keeps the setting across exec but drops it when the child changes its credentials.
-    Everything it needs is looked up before the fork: the child only makes two system calls."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the prctl took effect
-            os._exit(1)
-
-    return hook
+def _die_with_us(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when this process dies: through util-linux's ``setpriv
+    --pdeathsig``, which sets the parent-death signal and then execs it (the kernel keeps the setting
+    across exec, though not across a change of credentials: see the ``user`` line of the config). Doing
+    it in a pre-exec hook instead would run Python code between fork and exec in a process with threads.
+    Without setpriv (not Linux), ``argv`` as it is."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
 
 
 class EmbeddedBroker:
@@ -247,7 +233,7 @@ class EmbeddedBroker:
         conf.write_text(
             f"listener {port} {self.host}\n"
             # Run as the edge's own user: mosquitto started as root otherwise switches to its own user,
-            # and that change of credentials clears the parent-death signal (see _die_with_parent).
+            # and that change of credentials clears the parent-death signal (see _die_with_us).
             f"user {_user_name()}\n"
             "allow_anonymous true\n"
             "persistence false\n"
@@ -261,24 +247,33 @@ class EmbeddedBroker:
         errlog = work / "mosquitto.log"
         with errlog.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                binary,
-                "-c",
-                str(conf),
+                *_die_with_us([binary, "-c", str(conf)]),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
-                preexec_fn=_die_with_parent(),
             )
         self._proc = proc
-        deadline = time.monotonic() + START_TIMEOUT
-        while proc.returncode is None and time.monotonic() < deadline:
-            if await reachable(self.host, port, timeout=START_TIMEOUT):
-                return
-            await asyncio.sleep(_POLL)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while proc.returncode is None and time.monotonic() < deadline:
+                if await reachable(self.host, port, timeout=START_TIMEOUT):
+                    return
+                await asyncio.sleep(_POLL)
+        except BaseException:  # cancelled while waiting: the caller never gets a broker to stop
+            self._kill_now()
+            raise
         await self.stop()
         tail = errlog.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
         why = f"exited with {proc.returncode}" if proc.returncode is not None else "did not listen in time"
         raise BrokerStartError(self.host, port, f"mosquitto {why}: {' | '.join(tail)}")
+
+    def _kill_now(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()  # asyncio's child watcher reaps it
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -341,20 +336,35 @@ class NodeBroker:
         self.on_resolved = on_resolved
         self.url: str | None = None  # once resolved
         self.embedded: EmbeddedBroker | None = None
-        self._lock = asyncio.Lock()
+        self._settling: asyncio.Task[str] | None = None
 
     async def resolve(self) -> str:
-        """The node's broker URL, starting the embedded broker if it is needed; raises BrokerError."""
-        async with self._lock:
-            if self.url is None:
-                self.url, self.embedded = await ensure_broker(self.configured, port=self.port)
-                if self.embedded is not None:
-                    self.port = self.embedded.port  # a later resolve (after stop) comes back on it
-                if self.on_resolved is not None:
-                    self.on_resolved(self.url)
+        """The node's broker URL, starting the embedded broker if it is needed; raises BrokerError.
+        The work is one task that every caller waits on, shielded: a caller that is cancelled (a pod
+        deleted while it starts) neither aborts it for the others nor leaves a broker nobody stops."""
+        if self.url is not None:
             return self.url
+        task = self._settling
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._settling = asyncio.create_task(self._settle(), name="node-broker.resolve")
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, whoever waits
+        return await asyncio.shield(task)
+
+    async def _settle(self) -> str:
+        url, embedded = await ensure_broker(self.configured, port=self.port)
+        self.url, self.embedded = url, embedded
+        if embedded is not None:
+            self.port = embedded.port  # a later resolve (after stop) comes back on it
+        if self.on_resolved is not None:
+            self.on_resolved(url)
+        return url
 
     async def stop(self) -> None:
+        task, self._settling = self._settling, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BrokerError):
+                await task
         embedded, self.embedded = self.embedded, None
         self.url = None
         if embedded is not None:

@@ -105,6 +105,8 @@ class EdgeCore:
         # The node's MQTT broker (one per node, as in KubeEdge), shared by devicetwin and advertised to
         # the pods: made with the first pod or device (see `broker`), so an idle edge does not load it.
         self._broker: NodeBroker | None = None
+        # Read before this run rewrites endpoints.json: the embedded broker's port in the last run.
+        self._previous_mqtt_port = self._previous_broker_port()
         self._endpoints: dict[str, str] = {}
         self.streams = EdgeStreams(
             self.node,
@@ -180,6 +182,10 @@ class EdgeCore:
                 tg.create_task(self._heartbeat_loop(), name=f"edge[{self.node}].heartbeat")
                 tg.create_task(self._outbox_loop(), name=f"edge[{self.node}].outbox")
                 self._tg = tg
+                if self._previous_mqtt_port:
+                    # The last run's pods may still be running and talking to its broker, which died with
+                    # it: bring it back on its port now rather than with the next pod or device.
+                    tg.create_task(self._node_env(), name=f"edge[{self.node}].broker")
                 if not self.meta.rebuilt and self.meta.objects("device"):
                     self._twin().sync()
                 await stop.wait()
@@ -231,7 +237,7 @@ class EdgeCore:
 
             self._broker = NodeBroker(
                 self.config.mqtt,
-                port=self._previous_broker_port(),
+                port=self._previous_mqtt_port,
                 on_resolved=lambda url: self._advertise("mqtt", url),
             )
         return self._broker
@@ -259,7 +265,8 @@ class EdgeCore:
     async def _node_env(self) -> dict[str, str]:
         """What Edged sets in every container: ``FLEETOPS_MQTT_URL``, the node's broker (started now if this
         is its first use). Without a usable broker the variable is left out and the pod starts anyway."""
-        from edgeservice.broker import MQTT_URL_ENV, BrokerError
+        from app.twin import MQTT_URL_ENV
+        from edgeservice.broker import BrokerError
 
         try:
             url = await self.broker.resolve()

@@ -7,9 +7,11 @@ devices it did not make up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -307,7 +309,7 @@ from edgeservice.broker import EmbeddedBroker
 async def main():
     broker = EmbeddedBroker()
     await broker.start()
-    print(broker.port, flush=True)
+    print(broker.port, broker._proc.pid, flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main())
@@ -318,15 +320,35 @@ async def test_a_killed_owner_takes_its_embedded_broker_with_it() -> None:
     """An edge killed with SIGKILL (its unit keeps pods alive with KillMode=process) must not leave its
     broker holding the node's port: the restarted edge starts it again there."""
     owner = await asyncio.create_subprocess_exec(sys.executable, "-c", _OWNER, stdout=asyncio.subprocess.PIPE)
+    child = 0
     try:
         assert owner.stdout is not None
-        line = await asyncio.wait_for(owner.stdout.readline(), 15)
-        port = int(line)
+        port, child = map(int, (await asyncio.wait_for(owner.stdout.readline(), 15)).split())
         assert await reachable("127.0.0.1", port)
-    finally:
         owner.kill()
         await owner.wait()
-    await _until(lambda: _refused("127.0.0.1", port))
+        await _until(lambda: _refused("127.0.0.1", port))
+    finally:
+        if owner.returncode is None:
+            owner.kill()
+            await owner.wait()
+        with contextlib.suppress(ProcessLookupError):  # what a failure would leave behind
+            os.kill(child, signal.SIGKILL)
+
+
+async def test_a_cancelled_resolve_neither_stops_the_others_nor_leaks_a_broker() -> None:
+    node = NodeBroker(None)
+    first = asyncio.create_task(node.resolve())
+    await asyncio.sleep(0)  # the broker is starting
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    try:
+        url = await node.resolve()  # the same start, not a second broker
+        assert node.embedded is not None and node.embedded.url == url
+        assert await reachable("127.0.0.1", node.embedded.port)
+    finally:
+        await node.stop()  # the leak check of the conftest sees any mosquitto left
 
 
 def _refused(host: str, port: int) -> bool:
