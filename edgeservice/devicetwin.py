@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.devices import Device, DeviceModel, check_value, parse_device, parse_device_model
+from app.devices import Device, DeviceModel, desired_value_problems, parse_device, parse_device_model
 from app.envelope import Message
 from app.errors import ValidationError
 from app.resources import JSONObject, now_rfc3339
@@ -53,6 +53,7 @@ from app.twin import (
     Version,
     apply_cloud_update,
     apply_edge_update,
+    compute_delta,
     delta_payload,
     get_result_payload,
     parse_update,
@@ -78,6 +79,8 @@ MAX_PENDING_SUMMARIES = 20_000
 # the same device and reason: a misconfigured adapter repeating a bad value every 100 ms must not flood
 # the link or the cloud's event store (the metrics still count every rejection).
 EVENT_INTERVAL = 10.0
+# A device that reports values other than its desired ones is sent the delta again, at most this often.
+DELTA_RESEND_S = 2.0
 # A workload's event reason: Kubernetes style, CamelCase.
 _REASON = re.compile(r"^[A-Z][A-Za-z0-9]{0,127}$")
 # Event reasons (Kubernetes style, CamelCase) per rejection category.
@@ -141,6 +144,7 @@ class DeviceTwin:
         self._wake = asyncio.Event()
         self.bus_started = asyncio.Event()  # set once the bus runs (it starts with the first device)
         self._pending_deltas: set[str] = set()
+        self._delta_sent: dict[str, float] = {}  # device -> monotonic time of its last delta
         # Rejected MQTT messages by category (metrics), and when each (device, reason) last made an Event.
         self.rejections: Counter[str] = Counter()
         self._last_event: dict[tuple[str, str], float] = {}
@@ -179,8 +183,11 @@ class DeviceTwin:
         entry.device, entry.uid = device, str(meta.get("uid", ""))
         entry.model = self._model(device)
         props = {p.name: p for p in entry.model.properties} if entry.model else {}
+        invalid = (
+            {p.name: p.error for p in desired_value_problems(device, entry.model)} if entry.model else {}
+        )
         patches: dict[str, TwinPatch] = {}
-        for i, prop in enumerate(device.properties):
+        for prop in device.properties:
             cur = entry.twins.get(prop.name, Twin())
             typ = props[prop.name].type if prop.name in props else ""
             if prop.name not in entry.twins:
@@ -189,12 +196,10 @@ class DeviceTwin:
                 entry.refused.pop(prop.name, None)
                 continue
             desired = prop.desired.value
-            if prop.name in props and desired != "":
-                try:
-                    check_value(props[prop.name], desired, field=f"spec.properties[{i}].desired.value")
-                except ValidationError as exc:
-                    self._refuse_desired(entry, prop.name, desired, exc)
-                    continue
+            problem = invalid.get(prop.name)
+            if problem is not None:
+                self._refuse_desired(entry, prop.name, desired, problem)
+                continue
             entry.refused.pop(prop.name, None)
             same = cur.expected is not None and cur.expected.value == desired
             version = version_from_metadata(prop.desired.metadata)
@@ -292,7 +297,15 @@ class DeviceTwin:
             return
         payload = delta_payload(entry.twins, event_id=uuid.uuid4().hex, timestamp=_now_ms())
         if payload["delta"]:
+            self._delta_sent[name] = time.monotonic()
             await self.bus.publish_delta(name, payload)
+
+    def _delta_overdue(self, entry: _Device) -> bool:
+        """Whether ``entry`` has desired values its device does not hold and no delta went out for it
+        in the last DELTA_RESEND_S."""
+        if not compute_delta(entry.twins):
+            return False
+        return time.monotonic() - self._delta_sent.get(entry.name, -DELTA_RESEND_S) >= DELTA_RESEND_S
 
     def on_reject(self, kind: str, device_id: str, category: str, reason: str) -> None:
         """A message from MQTT was refused: count it, and tell the cloud with a Warning Event on the
@@ -360,6 +373,12 @@ class DeviceTwin:
                     # cloud or no cloud.
                     self._pending_deltas.add(entry.name)
                     self._wake.set()
+            if applied.result.code < 400 and self._delta_overdue(entry):
+                # The adapter reports a value that is still not the desired one: the delta it should have
+                # acted on may have been lost (published while it was reconnecting to a broker that came
+                # back without a session for it). As KubeEdge, tell it again; at most every DELTA_RESEND_S.
+                self._pending_deltas.add(entry.name)
+                self._wake.set()
         elif ev.kind == "twin_get" and entry is not None:
             assert self.bus is not None
             event_id = str(ev.payload.get("event_id", ""))

@@ -515,3 +515,41 @@ async def test_kubectl_apply_device_yaml_and_get_devices(kubectl: kube.Kubectl) 
         "get", "device", "pump-1", "-o", "jsonpath={.spec.properties[0].desired.value}"
     )
     assert out == "1500"
+
+
+async def test_a_restarted_edge_brings_its_broker_back_where_its_pods_expect_it(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The edge is killed (its unit keeps pods running: KillMode=process); its embedded broker dies with
+    it. The restarted edge brings the broker back on the advertised port, so the adapter pod that kept
+    running, with that address in FLEETOPS_MQTT_URL, carries desired values again without a restart."""
+    sim = ModbusPumpSimulator(port=0)
+    sim.model.set_speed_setpoint(0)
+    await sim.start()
+    try:
+        name = await start_pump(cluster, tmp_path, sim, own_broker=True)
+        before = edge_broker(cluster, "edge-1")
+        pods = "/api/v1/namespaces/default/pods"
+        [adapter] = (await cluster.request("GET", f"{pods}?labelSelector=app=modbus-adapter"))["items"]
+
+        await cluster.edges["edge-1"].kill()
+        await cluster.start_edge("edge-1")
+
+        wanted = device(name, sim.port, "900")
+        patch = {"spec": {"properties": wanted["spec"]["properties"]}}
+        await cluster.request(
+            "PATCH", f"{DEVICES}/devices/{name}", patch, content_type="application/merge-patch+json"
+        )
+        await cluster.wait_until(
+            f"{DEVICES}/devices/{name}",
+            lambda d: reported(d, "setpoint") == "900",
+            timeout=60,
+            what="the setpoint written by the adapter that kept running, and read back",
+        )
+        assert await holding(sim.port) == 900
+        assert edge_broker(cluster, "edge-1") == before
+        after = await cluster.request("GET", f"{pods}/{adapter['metadata']['name']}")
+        assert after["metadata"]["uid"] == adapter["metadata"]["uid"]  # the same pod, adopted
+        assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+    finally:
+        await sim.stop()
