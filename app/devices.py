@@ -481,13 +481,23 @@ def parse_device(obj: Any, field: str = "") -> Device:
     )
 
 
-def desired_value_problems(device: Device, model: DeviceModel, field: str = "") -> list[ValidationError]:
+@dataclass(frozen=True, slots=True)
+class DesiredValueProblem:
+    """A desired value of a Device that its model does not allow: ``spec.properties[index]`` of the
+    Device, that property's ``name``, and the error (naming ``...spec.properties[index].desired.value``)."""
+
+    index: int
+    name: str
+    error: ValidationError
+
+
+def desired_value_problems(device: Device, model: DeviceModel, field: str = "") -> list[DesiredValueProblem]:
     """Every desired value of ``device`` that is not a valid write of its ``model`` property (out of
-    minimum/maximum, not of the property's type, or set on a ReadOnly property), each as a ValidationError
-    naming ``{field}.spec.properties[i].desired.value``. Properties the model lacks are not checked here
-    (:func:`check_device_against_model` refuses them); an empty desired value means "none"."""
+    minimum/maximum, not of the property's type, or set on a ReadOnly property), in property order, each
+    with an error naming ``{field}.spec.properties[i].desired.value``. Properties the model lacks are not
+    checked here (:func:`check_device_against_model` refuses them); an empty desired value means "none"."""
     sp = _join(field, "spec")
-    problems: list[ValidationError] = []
+    problems: list[DesiredValueProblem] = []
     for i, prop in enumerate(device.properties):
         mprop = model.property(prop.name)
         if mprop is None or prop.desired is None or prop.desired.value == "":
@@ -495,7 +505,7 @@ def desired_value_problems(device: Device, model: DeviceModel, field: str = "") 
         try:
             check_value(mprop, prop.desired.value, field=f"{sp}.properties[{i}].desired.value")
         except ValidationError as exc:
-            problems.append(exc)
+            problems.append(DesiredValueProblem(i, prop.name, exc))
     return problems
 
 
@@ -516,4 +526,4 @@ def check_device_against_model(device: Device, model: DeviceModel, field: str = 
             )
     problems = desired_value_problems(device, model, field)
     if problems:
-        raise problems[0]
+        raise problems[0].error

@@ -100,6 +100,8 @@ _WATCH_QUEUE = 256
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public")
 # How many times a delete re-reads the object when it changed between the read and the write.
 _DELETE_ATTEMPTS = 5
+# How many times a Device PATCH is applied again when the model its result names changed meanwhile.
+_PATCH_ATTEMPTS = 5
 # The authenticated user name, for handlers (and later authorization) to read.
 USER_KEY = web.RequestKey("user", str)
 _PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
@@ -248,6 +250,14 @@ def _now_plus(seconds: int) -> str:
 
 def _rv(obj: JSONObject) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _model_ref(obj: JSONObject) -> str:
+    """A Device's ``spec.deviceModelRef.name``; "" when it has none (the strategy names what is wrong)."""
+    spec = obj.get("spec")
+    ref = spec.get("deviceModelRef") if isinstance(spec, dict) else None
+    name = ref.get("name") if isinstance(ref, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def _key(obj: JSONObject) -> tuple[str, str]:
@@ -495,7 +505,7 @@ class _Api:
                 secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
             )
         strategy.prepare_create(t.rt, obj)
-        strategy.validate(t.rt, obj, models=await self.device_models(t))
+        strategy.validate(t.rt, obj, models=await self.device_model(t, _model_ref(obj)))
         if t.rt.namespaced:
             try:
                 await self.store.get(NAMESPACES, "", t.ns)
@@ -532,7 +542,7 @@ class _Api:
             return await self.write(request, t, self.scale_fn(t, lambda _cur: scale))
         body = await self.read_object(request, t)
         self.check_identity(t, body)
-        models = await self.device_models(t)
+        models = await self.device_model(t, _model_ref(body))
         return await self.write(request, t, self.replace_fn(t, lambda _cur: body, models))
 
     async def patch(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -577,30 +587,54 @@ class _Api:
             return await self.write(
                 request, t, self.scale_fn(t, lambda cur: patched(to_scale(cur), "autoscaling/v1", "Scale"))
             )
-        models = await self.device_models(t)
-        return await self.write(
-            request, t, self.replace_fn(t, lambda cur: patched(cur, t.rt.api_version, t.rt.kind), models)
-        )
 
-    async def device_models(self, t: Target) -> dict[str, JSONObject] | None:
-        """For a write of a Device's main resource: the DeviceModels of its namespace by name, which its
-        desired values are validated against (read before the write; the edge checks again on arrival)."""
+        def make(cur: JSONObject) -> JSONObject:
+            return patched(cur, t.rt.api_version, t.rt.kind)
+
+        if t.rt is not DEVICES or t.sub:
+            return await self.write(request, t, self.replace_fn(t, make))
+        # A Device is checked against the model its patched result names. The store runs the update
+        # function under its write lock, where nothing can be awaited, so that model is read first, from
+        # the patch applied to the current object; should a concurrent write make the result name another
+        # model, the patch is applied again.
+        for _ in range(_PATCH_ATTEMPTS):
+            ref = _model_ref(make(await self.store.get(t.rt, t.ns, t.name)))
+            models = await self.device_model(t, ref)
+            try:
+                return await self.write(request, t, self.replace_fn(t, make, models, model_ref=ref))
+            except _Changed:
+                continue
+        raise conflict(t.rt, t.name)
+
+    async def device_model(self, t: Target, name: str) -> dict[str, JSONObject] | None:
+        """For a write of a Device's main resource: ``{name: model}`` for the DeviceModel ``name`` the
+        Device names, which its desired values are validated against (read before the write; the edge
+        checks again on arrival); empty when there is no such model (yet). None for other writes."""
         if t.rt is not DEVICES or t.sub:
             return None
-        items, _ = await self.store.list(DEVICEMODELS, t.ns)
-        return {str((m.get("metadata") or {}).get("name", "")): m for m in items}
+        if not name:
+            return {}  # no reference: parse_device refuses the Device
+        try:
+            return {name: await self.store.get(DEVICEMODELS, t.ns, name)}
+        except NotFound:
+            return {}
 
     def replace_fn(
         self,
         t: Target,
         make: Callable[[JSONObject], JSONObject],
         models: dict[str, JSONObject] | None = None,
+        *,
+        model_ref: str | None = None,
     ) -> Callable[[JSONObject], JSONObject | None]:
         """An update function for PUT/PATCH of the main resource or /status: CAS, strategy, no-op check.
-        ``models``: see :meth:`device_models`."""
+        ``models``: see :meth:`device_model`; ``model_ref``, when given, is the model name ``models`` was
+        read for: a result naming another raises :class:`_Changed`."""
 
         def fn(cur: JSONObject) -> JSONObject | None:
             new = copy.deepcopy(make(copy.deepcopy(cur)))
+            if model_ref is not None and _model_ref(new) != model_ref:
+                raise _Changed
             want = _rv(new)
             if want and want != _rv(cur):
                 raise conflict(t.rt, t.name)
@@ -979,7 +1013,8 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 
 
 class _Changed(Exception):
-    """The object changed between a delete's read and its write; the delete re-reads it."""
+    """The object changed between a read and the write that relied on it (a delete's precondition, the
+    model a Device PATCH names); the write reads it again."""
 
 
 def _filter(ev: WatchEvent, sel: Selection, known: set[tuple[str, str]], *, replaying: bool) -> str | None:

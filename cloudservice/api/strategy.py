@@ -30,7 +30,9 @@ one stamp: a desired value that is new or changed gets the twin versions in its 
 (``app.twin.stamp_desired``), which is how the edge tells a new desired value from one it has overridden on
 site. Each desired value is checked against the Device's DeviceModel when that model exists (type,
 minimum/maximum, not ReadOnly: ``app.devices.desired_value_problems``, the check the edge and the adapters
-run), so a bad value is refused with a 422 naming ``spec.properties[i].desired.value``. The model may be
+run), so a bad value is refused with a 422 naming ``spec.properties[i].desired.value``. On an update a
+desired value equal to the stored Device's is not checked again (ratcheting, as Kubernetes does for CRD
+validation): a DeviceModel made stricter leaves its Devices' other fields writable. The model may be
 created later (Kubernetes does not order writes): then the Device is accepted and the edge's devicetwin
 refuses a bad value with a Warning Event on it. Whether a Device's properties exist in its model is the
 device controller's check, for the same reason.
@@ -50,7 +52,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from app.devices import desired_value_problems, parse_device, parse_device_model
+from app.devices import Device, desired_value_problems, parse_device, parse_device_model
 from app.errors import ValidationError
 from app.model import DEFAULT_VOLUME_MODE, config_key_problem, parse_pod_spec
 from app.resources import (
@@ -384,7 +386,10 @@ def _metadata_causes(rt: ResourceType, obj: JSONObject) -> list[Cause]:
 
 
 def _device_causes(
-    rt: ResourceType, obj: JSONObject, models: Mapping[str, JSONObject] | None = None
+    rt: ResourceType,
+    obj: JSONObject,
+    old: JSONObject | None = None,
+    models: Mapping[str, JSONObject] | None = None,
 ) -> list[Cause]:
     try:
         if rt is not DEVICES:
@@ -400,10 +405,28 @@ def _device_causes(
         model = parse_device_model(raw_model)
     except ValidationError:
         return []  # a model stored before a stricter parser: the edge reports it as unusable
+    # Ratcheting, as Kubernetes does for CRD validation: on an update a desired value that is the stored
+    # Device's is not checked again, so a DeviceModel made stricter does not lock its Devices against
+    # every other change (labels, finalizers); a new or changed value is checked in full.
+    before = _desired_values(old)
+    now = _desired_values(device)
     return [
-        Cause(exc.field, f"Invalid value: {exc.message}", "FieldValueInvalid")
-        for exc in desired_value_problems(device, model)
+        Cause(p.error.field, f"Invalid value: {p.error.message}", "FieldValueInvalid")
+        for p in desired_value_problems(device, model)
+        if p.name not in before or before[p.name] != now[p.name]
     ]
+
+
+def _desired_values(device: Device | JSONObject | None) -> dict[str, str]:
+    """A Device's desired values by property name; empty for no Device or one that does not parse."""
+    if device is None:
+        return {}
+    if not isinstance(device, Device):
+        try:
+            device = parse_device(device)
+        except ValidationError:
+            return {}
+    return {p.name: p.desired.value for p in device.properties if p.desired is not None}
 
 
 def _cause_reason(message: str) -> str:
@@ -716,8 +739,9 @@ def validate(
     models: Mapping[str, JSONObject] | None = None,
 ) -> None:
     """Raise a 422 Invalid ApiError listing every bad field found; ``old`` is set on updates. ``models``
-    (DeviceModels of the object's namespace by name) lets a Device's desired values be checked against
-    the model it names (:func:`app.devices.desired_value_problems`)."""
+    (DeviceModels of the object's namespace by name; the server passes the one the Device names) lets a
+    Device's new or changed desired values be checked against that model
+    (:func:`app.devices.desired_value_problems`)."""
     causes = _metadata_causes(rt, obj)
     if rt is CONFIGMAPS:
         causes += _configmap_causes(obj, old)
@@ -730,6 +754,6 @@ def validate(
     elif rt in (DEPLOYMENTS, REPLICASETS):
         causes += _workload_causes(rt, obj, old)
     elif rt in (DEVICES, DEVICEMODELS):
-        causes += _device_causes(rt, obj, models)
+        causes += _device_causes(rt, obj, old, models)
     if causes:
         raise invalid(rt, str(_d(obj.get("metadata")).get("name") or ""), causes)

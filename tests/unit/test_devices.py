@@ -5,9 +5,12 @@ came too late for that, by the edge's devicetwin (a Warning Event, no delta)."""
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from app.devices import (
@@ -21,8 +24,9 @@ from app.devices import (
 from app.envelope import Message
 from app.errors import ValidationError
 from app.resources import DEVICES
-from cloudservice.api import strategy
+from cloudservice.api import ApiServer, build_app, strategy
 from cloudservice.api.status import ApiError
+from cloudservice.store.sql import open_store
 from edgeservice.devicetwin import DeviceTwin
 from edgeservice.metamanager import MetaManager
 
@@ -424,12 +428,153 @@ def test_api_names_every_bad_desired_value() -> None:
     ]
 
 
+def test_desired_value_problems_name_the_index_and_the_property() -> None:
+    obj = _with(_desired(1, "-3"), "spec.properties.0.desired", {"value": "1"})
+    problems = desired_value_problems(parse_device(obj), parse_device_model(_model()), "content")
+    assert [(p.index, p.name, p.error.field) for p in problems] == [
+        (0, "temperature", "content.spec.properties[0].desired.value"),
+        (1, "setpoint", "content.spec.properties[1].desired.value"),
+    ]
+    assert [p.error.message for p in problems] == [
+        "property 'temperature' is ReadOnly",
+        "-3 is below the minimum 0",
+    ]
+
+
+def _tightened() -> dict[str, Any]:
+    """The model with setpoint's maximum lowered below the Device's stored desired value (21)."""
+    return _with(_model(), "spec.properties.1.maximum", "10")
+
+
+def test_api_ratchets_a_desired_value_the_update_leaves_unchanged() -> None:
+    """As Kubernetes ratchets CRD validation: on an update, a desired value equal to the stored one is not
+    checked again, so a stricter model does not lock the Device; a new or changed value is checked."""
+    old = _device()  # setpoint desired 21, now above the tightened maximum 10
+    models = {"thermo": _tightened()}
+    with pytest.raises(ApiError):
+        strategy.validate(DEVICES, old, models=models)  # a create is checked in full
+    labelled = _with(old, "metadata.labels", {"site": "plant-2"})
+    strategy.validate(DEVICES, labelled, old, models=models)
+    # Ratcheting follows the property, not its position in the list.
+    swapped = _with(labelled, "spec.properties", list(reversed(labelled["spec"]["properties"])))
+    strategy.validate(DEVICES, swapped, old, models=models)
+
+    for value in ("50", "22"):  # changed, and still out of range: refused
+        with pytest.raises(ApiError) as err:
+            strategy.validate(
+                DEVICES, _with(labelled, "spec.properties.1.desired.value", value), old, models=models
+            )
+        assert err.value.to_status()["details"]["causes"] == [
+            {
+                "reason": "FieldValueInvalid",
+                "message": f"Invalid value: {value} is above the maximum 10",
+                "field": "spec.properties[1].desired.value",
+            }
+        ]
+    # A value newly set on another property is checked too, though the stored one is ratcheted.
+    readonly = _with(labelled, "spec.properties.0.desired", {"value": "20"})
+    with pytest.raises(ApiError) as err:
+        strategy.validate(DEVICES, readonly, old, models=models)
+    assert [c["field"] for c in err.value.to_status()["details"]["causes"]] == [
+        "spec.properties[0].desired.value"
+    ]
+    # An old object that does not parse ratchets nothing.
+    with pytest.raises(ApiError):
+        strategy.validate(DEVICES, labelled, _with(old, "spec.protocol", ...), models=models)
+
+
 def test_api_accepts_a_desired_value_when_the_model_is_not_there_yet() -> None:
     obj = _desired(1, "250")
     strategy.validate(DEVICES, obj, models={})  # the model may be created after the Device
     strategy.validate(DEVICES, obj)
     strategy.validate(DEVICES, _desired(1, "100"), models={"thermo": _model()})
     assert desired_value_problems(parse_device(_desired(1, "")), parse_device_model(_model())) == []
+
+
+_DEVICES_URL = "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices"
+_MODELS_URL = "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devicemodels"
+_MERGE = "application/merge-patch+json"
+_JSONPATCH = "application/json-patch+json"
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[tuple[int, Any]]]]:
+    """The API server on a random loopback port over a SqlStore on disk; yields ``call(method, path,
+    body, ctype=...) -> (status, decoded body)``."""
+    store = open_store(str(tmp_path / "cloud.db"))
+    await store.start()
+    server = ApiServer(build_app(store, tokens={"t": "admin"}))
+    await server.start()
+    session = aiohttp.ClientSession(headers={"Authorization": "Bearer t"})
+
+    async def call(method: str, path: str, body: Any, *, ctype: str = "application/json") -> tuple[int, Any]:
+        async with session.request(
+            method, server.url + path, data=json.dumps(body), headers={"Content-Type": ctype}
+        ) as resp:
+            return resp.status, await resp.json()
+
+    try:
+        yield call
+    finally:
+        await session.close()
+        await server.stop()
+        await store.close()
+
+
+async def test_api_writes_of_a_device_after_its_model_was_tightened(
+    api: Callable[..., Awaitable[tuple[int, Any]]],
+) -> None:
+    """Over HTTP: the Device is checked against the one model it names (read from the store by name, for
+    a PATCH the model the patched result names), and a stored desired value that a stricter model no
+    longer allows does not block other changes."""
+    assert (await api("POST", _MODELS_URL, _model()))[0] == 201
+    status, created = await api("POST", _DEVICES_URL, _device())
+    assert status == 201, created
+    url = f"{_DEVICES_URL}/thermo-1"
+    status, _ = await api(
+        "PATCH",
+        f"{_MODELS_URL}/thermo",
+        {"spec": {"properties": _tightened()["spec"]["properties"]}},
+        ctype=_MERGE,
+    )
+    assert status == 200
+
+    status, patched = await api("PATCH", url, {"metadata": {"labels": {"site": "plant-2"}}}, ctype=_MERGE)
+    assert status == 200, patched
+    assert patched["metadata"]["labels"] == {"site": "plant-2"}
+    put = _with(patched, "metadata.annotations", {"owner": "ops"})
+    status, replaced = await api("PUT", url, put)
+    assert status == 200, replaced
+
+    set_50 = [{"op": "replace", "path": "/spec/properties/1/desired/value", "value": "50"}]
+    status, refused = await api("PATCH", url, set_50, ctype=_JSONPATCH)
+    assert (status, refused["reason"]) == (422, "Invalid"), refused
+    assert refused["details"]["causes"] == [
+        {
+            "reason": "FieldValueInvalid",
+            "message": "Invalid value: 50 is above the maximum 10",
+            "field": "spec.properties[1].desired.value",
+        }
+    ]
+    status, refused = await api("PUT", url, _with(replaced, "spec.properties.1.desired.value", "50"))
+    assert status == 422, refused
+
+    # A PATCH that also names another model is checked against that one: absent, the Device is accepted
+    # (the edge checks once it arrives); present, its limits apply.
+    other = [{"op": "replace", "path": "/spec/deviceModelRef/name", "value": "thermo-v2"}, *set_50]
+    status, moved = await api("PATCH", url, other, ctype=_JSONPATCH)
+    assert status == 200, moved
+    assert moved["spec"]["properties"][1]["desired"]["value"] == "50"
+    v2 = _with(_with(_model(), "metadata.name", "thermo-v2"), "spec.properties.1.maximum", "40")
+    assert (await api("POST", _MODELS_URL, v2))[0] == 201
+    set_45 = [{"op": "replace", "path": "/spec/properties/1/desired/value", "value": "45"}]
+    status, refused = await api("PATCH", url, set_45, ctype=_JSONPATCH)
+    assert status == 422, refused
+    assert refused["details"]["causes"][0]["message"] == "Invalid value: 45 is above the maximum 40"
+    back = [{"op": "replace", "path": "/spec/deviceModelRef/name", "value": "thermo"}, *set_45]
+    status, refused = await api("PATCH", url, back, ctype=_JSONPATCH)
+    assert status == 422, refused
+    assert refused["details"]["causes"][0]["message"] == "Invalid value: 45 is above the maximum 10"
 
 
 @pytest.fixture
