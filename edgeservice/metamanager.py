@@ -448,7 +448,13 @@ class MetaManager:
     @staticmethod
     def _replace_pending(conn: Connection, newer: list[Message]) -> int:
         """Delete the outbox rows the latest-wins messages ``newer`` replace, folding each into its
-        replacement (oldest first); returns how many rows went."""
+        replacement (oldest first); returns how many rows this transaction deleted.
+
+        Under the sqlite3 driver's legacy transaction handling the SELECT runs before the transaction's
+        BEGIN (issued by the DELETE), so :meth:`MetaManager.outbox_done_through` on the loop thread may
+        delete some of these rows in between. Folding them in stays right (the cloud applied them, and
+        the newer status goes over theirs), but only the DELETE's own count may come off the depth:
+        ``outbox_done_through`` has already taken the others off."""
         by_key = {m.resource: m for m in newer}
         rows = conn.execute(
             select(outbox_t.c.seq, outbox_t.c.message)
@@ -467,9 +473,9 @@ class MetaManager:
             latest[older.resource] = older
         for key, older in latest.items():
             _supersede(older, by_key[key])
-        conn.execute(delete(outbox_t).where(outbox_t.c.seq.in_(gone)))
-        log.debug("outbox: %d pending report(s) replaced by newer ones", len(gone))
-        return len(gone)
+        deleted = int(conn.execute(delete(outbox_t).where(outbox_t.c.seq.in_(gone))).rowcount)
+        log.debug("outbox: %d pending report(s) replaced by newer ones", deleted)
+        return deleted
 
     def outbox(self, after: int = 0) -> list[Message]:
         with self.engine.connect() as conn:

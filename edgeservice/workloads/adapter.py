@@ -79,8 +79,7 @@ from app.devices import (
 )
 from app.errors import ValidationError
 from app.resources import JSONObject
-from app.twin import BAD_REQUEST_CODE, TwinPatch, TwinUpdate
-from edgeservice.broker import MQTT_URL_ENV
+from app.twin import BAD_REQUEST_CODE, MQTT_URL_ENV, TwinPatch, TwinUpdate
 from edgeservice.errors import EdgeError
 
 log = logging.getLogger(__name__)
@@ -700,21 +699,38 @@ async def _publish(client: aiomqtt.Client, outbox: Outbox) -> None:
 SHUTDOWN_TIMEOUT_S = 3.0
 
 
-# Seconds past SHUTDOWN_TIMEOUT_S after which a workload still running is ended by its watchdog.
+# Seconds past the shutdown timeout after which a workload still running is ended by its watchdog.
 EXIT_GRACE_S = 2.0
 
-
-def _exit_now(name: str) -> None:
-    os.write(
-        2,
-        f"{name}: still running {SHUTDOWN_TIMEOUT_S + EXIT_GRACE_S:.0f} s after the stop; exiting\n".encode(),
-    )
-    os._exit(0)
+EXIT_FAILED = 1  # run() failed or ended without being asked to stop: a restartPolicy OnFailure restarts it
 
 
-async def serve_until_signalled(run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
-    """Run a workload until SIGTERM/SIGINT, then give it SHUTDOWN_TIMEOUT_S to close its connections.
-    A fatal signal (SIGSEGV in a native library, SIGABRT) writes every thread's stack to the pod's log."""
+def _exit_now(name: str, after_s: float, code: int) -> None:
+    os.write(2, f"{name}: still running {after_s:.1f} s after the stop; exiting with {code}\n".encode())
+    os._exit(code)
+
+
+async def serve_until_signalled(
+    run: Callable[[], Coroutine[Any, Any, None]],
+    name: str,
+    *,
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
+    exit_grace_s: float = EXIT_GRACE_S,
+) -> None:
+    """Run a workload until SIGTERM/SIGINT, then give it ``shutdown_timeout_s`` to close its connections.
+    Meant to be ``asyncio.run``'s coroutine: it does the loop's clean-up itself (the other tasks, async
+    generators, the default executor) so that the watchdog below bounds all of it.
+
+    Returns (the process exits 0) only when a signal stopped the workload and ``run()`` had not failed.
+    When ``run()`` raised (before the stop or on its way out) or returned by itself, the failure is logged
+    and this raises ``SystemExit(EXIT_FAILED)``: the pod's container then ends as failed, not Completed,
+    and a ``restartPolicy: OnFailure`` restarts it. A shutdown that overruns its time ends the process with
+    the same status (0 after a clean stop, EXIT_FAILED after a failure). A fatal signal (SIGSEGV in a native
+    library, SIGABRT) writes every thread's stack to the pod's log."""
+    if shutdown_timeout_s <= 0 or exit_grace_s <= 0:
+        raise ValueError(
+            f"shutdown_timeout_s and exit_grace_s must be > 0, not {shutdown_timeout_s} and {exit_grace_s}"
+        )
     faulthandler.enable()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -723,20 +739,54 @@ async def serve_until_signalled(run: Callable[[], Coroutine[Any, Any, None]], na
     task = asyncio.create_task(run(), name=f"{name}.run")
     stopped = asyncio.create_task(stop.wait(), name=f"{name}.stop")
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    # A last resort that asyncio cannot defeat: whatever hangs on the way out (a library's stray task that
-    # ignores cancellation, asyncio.run's own clean-up waiting on it), the process ends in bounded time.
-    watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S + EXIT_GRACE_S, _exit_now, args=(name,))
+    # run() ending before any stop is a failure, whether it raised or returned.
+    failed = task.done()
+    if failed:
+        _log_failure(task, name)
+    # A last resort that asyncio cannot defeat: whatever hangs on the way out (a task that blocks the loop,
+    # or ignores cancellation), the process ends in bounded time, with the status the stop deserves.
+    deadline = shutdown_timeout_s + exit_grace_s
+    watchdog = threading.Timer(deadline, lambda: _exit_now(name, deadline, EXIT_FAILED if failed else 0))
     watchdog.daemon = True
     watchdog.start()
-    stopped.cancel()
-    task.cancel()
     try:
-        async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
-            await asyncio.gather(task, stopped, return_exceptions=True)
-    except TimeoutError:
-        log.warning("connections did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S)
-        logging.shutdown()
-        os._exit(0)
+        stopped.cancel()
+        task.cancel()
+        try:
+            async with asyncio.timeout(shutdown_timeout_s):
+                await asyncio.wait({task, stopped})
+                if not failed and not task.cancelled() and task.exception() is not None:
+                    failed = True  # it failed on its way out
+                    _log_failure(task, name)
+                # What asyncio.run would do after us, under the same bound: a library's stray task, an
+                # async generator, a thread of the default executor. asyncio.wait, not gather: a gather
+                # of a task that ignores cancellation would not give way to the timeout either.
+                others = asyncio.all_tasks() - {asyncio.current_task()}
+                for other in others:
+                    other.cancel()
+                if others:
+                    await asyncio.wait(others)
+                for other in others:
+                    if not other.cancelled() and (exc := other.exception()) is not None:
+                        log.warning("%s: task %s failed on the way out", name, other.get_name(), exc_info=exc)
+                await loop.shutdown_asyncgens()
+                await loop.shutdown_default_executor()
+        except TimeoutError:
+            log.warning("%s did not close within %.1f s; exiting anyway", name, shutdown_timeout_s)
+            logging.shutdown()
+            os._exit(EXIT_FAILED if failed else 0)
+    finally:
+        watchdog.cancel()
+    if failed:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _log_failure(task: asyncio.Task[None], name: str) -> None:
+    exc = None if task.cancelled() else task.exception()
+    if exc is None:
+        log.error("%s ended by itself, without a stop signal", name)
+    else:
+        log.error("%s failed: %s", name, exc, exc_info=exc)
 
 
 def main(spec: AdapterSpec, argv: Sequence[str] | None = None) -> int:

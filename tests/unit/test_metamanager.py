@@ -212,3 +212,35 @@ def test_finding_the_reports_to_replace_uses_the_partial_index(meta: MetaManager
         for statement, params in seen:
             plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
             assert any("USING INDEX outbox_latest_wins" in str(row) for row in plan), plan
+
+
+def test_rows_acked_while_being_replaced_come_off_the_depth_once(meta: MetaManager) -> None:
+    # The group commit runs in a worker thread while the loop thread handles a resync: the cloud applied
+    # everything up to a seq, and ``outbox_done_through`` drops those rows between the replacing write's
+    # SELECT of the rows it replaces and its DELETE of them (the sqlite3 driver begins the transaction only
+    # at the DELETE). Each row must come off the depth once, or the depth drifts below the real count.
+    meta.enqueue(_status("pump", "1", lastOnlineTime="2024-05-01T10:00:00Z"))
+    fan = meta.enqueue(_status("fan", "1"))
+    meta.enqueue(_msg("pump"))  # telemetry, after them
+    assert meta.outbox_depth() == 3
+    resynced: list[int] = []
+    hooked = threading.Event()
+
+    def resync_before_the_delete(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if not hooked.is_set() and statement.lstrip().startswith("DELETE FROM outbox"):
+            hooked.set()  # first: the resync's own DELETE comes through here too
+            resynced.append(meta.outbox_done_through(fan.seq))
+
+    event.listen(meta.engine, "before_cursor_execute", resync_before_the_delete)
+    try:
+        written = meta.write_outbox([(_status("pump", "2"), None), (_status("fan", "2"), None)])
+    finally:
+        event.remove(meta.engine, "before_cursor_execute", resync_before_the_delete)
+    assert resynced == [2], "the resync did not run between the SELECT and the DELETE"
+    rows = meta.outbox()
+    assert [m.seq for m in rows] == [3, *(m.seq for m in written)]
+    assert meta.outbox_depth() == len(rows) == 3
+    # What the write had read is still folded in: the cloud applied it, and the newer report goes over it.
+    assert rows[1].content["status"]["lastOnlineTime"] == "2024-05-01T10:00:00Z"
+    meta.outbox_acked([m.seq for m in rows])
+    assert meta.outbox_depth() == 0 == len(meta.outbox())
