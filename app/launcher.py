@@ -136,13 +136,17 @@ class LocalCluster:
             self.root / "logs" / "cloud.log",
         )
         await self.cloud.start()
-        await self._wait_for(endpoints.exists, self.cloud, timeout, "cloud endpoints")
-        data = json.loads(endpoints.read_text())
-        self.api, self.hub = data["api"], data["hub"]
-        kc = load_kubeconfig(self.kubeconfig)
-        self.token = kc.token or ""
-        self._ssl = ssl.create_default_context(cafile=kc.certificate_authority)
-        self.join_token = (self.cloud_dir / "join-token").read_text().strip()
+        try:
+            await self._wait_for(endpoints.exists, self.cloud, timeout, "cloud endpoints")
+            data = json.loads(endpoints.read_text())
+            self.api, self.hub = data["api"], data["hub"]
+            kc = load_kubeconfig(self.kubeconfig)
+            self.token = kc.token or ""
+            self._ssl = ssl.create_default_context(cafile=kc.certificate_authority)
+            self.join_token = (self.cloud_dir / "join-token").read_text().strip()
+        except BaseException:
+            await self.cloud.stop()  # the caller gets no cluster to stop: leave no cloud behind
+            raise
 
     async def start_edge(self, name: str, labels: dict[str, str] | None = None, *extra: str) -> Proc:
         label_arg = ",".join(f"{k}={v}" for k, v in (labels or {}).items())

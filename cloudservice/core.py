@@ -140,7 +140,10 @@ class CloudCore:
         if not join.exists() or not self.tokens.first("join"):
             write_private(join, self.tokens.create("join", "nodes") + "\n")
         endpoints = {"api": server, "hub": f"ws://{self._hub_host()}:{self.hub.port}"}
-        (d / "endpoints.json").write_text(json.dumps(endpoints, indent=1) + "\n")
+        # Written last and atomically: a reader that sees the file sees it whole, and everything above.
+        tmp = d / "endpoints.json.tmp"
+        tmp.write_text(json.dumps(endpoints, indent=1) + "\n")
+        tmp.replace(d / "endpoints.json")
 
     def _hub_host(self) -> str:
         host = self.config.hub_host
