@@ -243,9 +243,11 @@ class FleetApp(App[None]):
 
     @property
     def list_screen(self) -> ListScreen | None:
+        """The list screen once its widgets are there (a tick can come between its push and its compose
+        on a slow machine)."""
         for screen in self.screen_stack:
             if isinstance(screen, ListScreen):
-                return screen
+                return screen if screen.query("#table") else None
         return None
 
     @property
