@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 import time
@@ -79,6 +80,11 @@ async def test_tui_in_tmux(live: LocalCluster, tmp_path: Path) -> None:
         await tmux.wait_for(
             lambda t: "printer-" in t and "Running" in t, "the pods view with the printer pod"
         )
+        # TEXTUAL_COLOR_SYSTEM=256 is obeyed: colours from the 256-colour palette, no 24-bit ones (which
+        # the same capture shows as "38;2;R;G;B" when the variable says truecolor).
+        styled = await tmux.run("capture-pane", "-p", "-e", "-t", "tui")
+        assert re.search(r"\x1b\[[0-9;]*[34]8;5;", styled), "no 256-colour sequences on screen"
+        assert not re.search(r"\x1b\[[0-9;]*[34]8;2;", styled), "24-bit colour under TEXTUAL_COLOR_SYSTEM=256"
         await tmux.keys(":", "nodes", "Enter")  # typed ahead: the prompt must get every key
         screen = await tmux.wait_for(lambda t: "Nodes (1/1)" in t, "the nodes view")
         assert "edge-1" in screen and "Ready" in screen
