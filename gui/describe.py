@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from app.describe import involved
 from app.resources import JSONObject
-from gui.rows import Kind, Row, involved
+from gui.rows import Kind, Row
 
 INVOLVED_KINDS: dict[Kind, str] = {
     "nodes": "Node",

@@ -24,16 +24,14 @@ the row (the nodes' PODS column is kept in the row and re-projected when the pod
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import itertools
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from app.clientmodels import format_age
+from app.describe import NO_TIME, epoch, involved
 from app.query import NO_FILTER, Filter
-from app.resources import DEPLOYMENTS, DEVICES, EVENTS, NODES, PODS, JSONObject, ResourceType, parse_rfc3339
+from app.resources import DEPLOYMENTS, DEVICES, EVENTS, NODES, PODS, JSONObject, ResourceType
 from app.twinview import twin_summary
 
 Kind = Literal["nodes", "pods", "deploy", "devices", "events"]
@@ -46,7 +44,6 @@ RESOURCES: dict[Kind, ResourceType] = {
     "events": EVENTS,
 }
 Key = tuple[str, str]
-NO_TIME = -math.inf  # an age column's value when the object carries no time: sorts as the oldest
 CAMERA_PROTOCOL = "camera"
 
 
@@ -94,26 +91,6 @@ def _d(value: Any) -> JSONObject:
 
 def _l(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def epoch(value: Any) -> float:
-    """An RFC 3339 time as epoch seconds; :data:`NO_TIME` when absent or malformed."""
-    if not isinstance(value, str) or not value:
-        return NO_TIME
-    try:
-        t = parse_rfc3339(value)
-    except ValueError:
-        return NO_TIME
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
-
-
-def age_text(value: float, now: float) -> str:
-    """kubectl's short age of an epoch time (``<unknown>`` for :data:`NO_TIME`)."""
-    if value == NO_TIME:
-        return "<unknown>"
-    return format_age(dt.timedelta(seconds=now - value))
 
 
 def _labels(m: JSONObject) -> dict[str, str]:
@@ -311,12 +288,6 @@ def project_device(obj: JSONObject) -> Row:
         tone={"online": "ok", "offline": "bad"}.get(state, "warn"),
         since=epoch(status.get("lastOnlineTime")),
     )
-
-
-def involved(obj: JSONObject) -> tuple[str, str, str]:
-    """An Event's involved object: (kind, namespace, name)."""
-    inv = _d(obj.get("involvedObject"))
-    return str(inv.get("kind") or ""), str(inv.get("namespace") or ""), str(inv.get("name") or "")
 
 
 def event_time(obj: JSONObject) -> float:

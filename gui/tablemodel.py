@@ -34,8 +34,9 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
+from app.describe import age_text
 from app.query import Filter
-from gui.rows import Key, Row, RowIndex, TableSpec, age_text
+from gui.rows import Key, Row, RowIndex, TableSpec
 
 ROW_ROLE = int(Qt.ItemDataRole.UserRole) + 1  # data(index, ROW_ROLE) is the Row
 KEY_ROLE = int(Qt.ItemDataRole.UserRole) + 2  # data(index, KEY_ROLE) is its (namespace, name)

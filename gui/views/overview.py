@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.describe import NO_TIME, age_text
 from gui.overview import Summary, summarize
-from gui.rows import NO_TIME, age_text
 from gui.session import Session
 from gui.views.common import CountCard
 
