@@ -14,7 +14,6 @@ import os
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 import datetime as dt
-import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,15 +25,15 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QWidget
 from pytestqt.exceptions import TimeoutError
 
-from app.launcher import LocalCluster, tail
+from app.launcher import LocalCluster
 from app.resources import JSONObject
 from gui.bridge import AsyncBridge
 from gui.settings import Settings
+from tests.cluster import printer_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "build" / "screenshots"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-PRINTER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -314,63 +313,8 @@ def wait_until(qtbot: Any, predicate: Callable[[], Any], what: str, timeout: flo
 # -- live cluster -----------------------------------------------------------------------------------------
 
 
-def deployment_manifest(name: str, command: list[str], replicas: int = 1) -> JSONObject:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "main", "image": f"example/{name}:1", "command": command}],
-                },
-            },
-        },
-    }
-
-
-def running(p: JSONObject) -> bool:
-    statuses = p.get("status", {}).get("containerStatuses", [])
-    return (
-        p.get("status", {}).get("phase") == "Running" and bool(statuses) and "running" in statuses[0]["state"]
-    )
-
-
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    """A cloud and one edge (``edge-1``, label site=a) with a Deployment ``printer`` whose one pod prints
-    ``tick N`` five times a second."""
-    c = LocalCluster(
-        tmp_path, node_grace_period=3.0, status_interval=0.5, ping_interval=1.0, restart_backoff=0.2
-    )
-    await c.start_cloud()
-    try:
-        await c.start_edge("edge-1", {"site": "a"})
-        await c.wait_ready_nodes(["edge-1"], timeout=30)
-        await c.request(
-            "POST",
-            "/apis/apps/v1/namespaces/default/deployments",
-            deployment_manifest("printer", ["sh", "-c", PRINTER]),
-        )
-        await c.wait_until(
-            "/api/v1/namespaces/default/pods?labelSelector=app%3Dprinter",
-            lambda lst: len(lst["items"]) == 1 and running(lst["items"][0]),
-            timeout=30,
-            what="the printer pod running",
-        )
+    """A cloud and one edge with the ``printer`` Deployment (see tests.cluster.printer_cluster)."""
+    async with printer_cluster(tmp_path) as c:
         yield c
-    except BaseException:
-        for proc in [c.cloud, *c.edges.values()]:
-            if proc is not None:
-                print(f"--- {proc.name} log ---\n{tail(proc.log_path, 60)}")
-        raise
-    finally:
-        await c.stop()
-
-
-def edge_url(c: LocalCluster, name: str = "edge-1") -> str:
-    return str(json.loads((c.root / name / "endpoints.json").read_text())["localApi"])

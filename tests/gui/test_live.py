@@ -30,8 +30,9 @@ from gui.views.deploy import DeployPage
 from gui.views.overview import OverviewPage
 from gui.views.resources import ResourcePage
 from gui.window import MainWindow
+from tests.cluster import deployment_manifest
 
-from .conftest import deployment_manifest, screenshot, wait_until
+from .conftest import screenshot, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,7 @@ from app.kubeconfig import load_kubeconfig
 from app.launcher import LocalCluster
 from app.query import Filter, FilterError, parse_filter, parse_selector
 from app.twinview import twin_summary
+from tests.cluster import deployment_manifest, edge_url
 from tui.app import FleetApp, ViewState
 from tui.data import (
     VIEWS,
@@ -39,9 +40,7 @@ from .conftest import (
     NOW,
     closed_port,
     deployment,
-    deployment_manifest,
     device,
-    edge_url,
     fixed_clock,
     fixed_objects,
     node,

@@ -23,11 +23,12 @@ from textual.widgets import DataTable, Input, Label, Sparkline
 from app.client import AsyncClient
 from app.launcher import LocalCluster, tail
 from app.resources import DEVICEMODELS, DEVICES, JSONObject
+from tests.cluster import edge_url
 from tui.app import FleetApp
 from tui.device import EDGE_NO_HISTORY, DesiredValueScreen, DeviceScreen, series_means
 from tui.edge import EdgeSource
 
-from .conftest import closed_port, edge_url
+from .conftest import closed_port
 
 NS = "default"
 MQTT = ("127.0.0.1", 1883)
