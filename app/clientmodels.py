@@ -21,7 +21,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from app.resources import JSONObject, parse_rfc3339
 
@@ -292,6 +292,58 @@ def pod_view(obj: JSONObject) -> PodView:
         labels=_str_map(m.get("labels")),
         raw=obj,
     )
+
+
+class PodRow(NamedTuple):
+    """kubectl's READY, STATUS and RESTARTS of a pod, and the colour a table gives it."""
+
+    ready: int
+    total: int
+    restarts: int
+    status: str  # the STATUS column: Terminating, a container's waiting/terminated reason, else the phase
+    tone: str  # "ok", "warn", "bad" or "": Running with every container ready is ok, Pending warns
+
+
+_POD_TONES = {"Running": "ok", "Succeeded": "", "Completed": "", "Pending": "warn", "Terminating": "warn"}
+
+
+def pod_row(metadata: JSONObject, spec: JSONObject, status: JSONObject) -> PodRow:
+    """What :func:`pod_view` says of READY / STATUS / RESTARTS, written out flat for the UIs' tables: at
+    100,000 pods a relist computes it for every one, and this is ~4x faster than the typed view (no
+    per-container objects)."""
+    statuses = _l(status.get("containerStatuses"))
+    ready = restarts = 0
+    reason = ""
+    for cs in statuses:
+        if not isinstance(cs, dict):
+            continue
+        if cs.get("ready") is True:
+            ready += 1
+        count = cs.get("restartCount")
+        if isinstance(count, int):
+            restarts += count
+        if not reason:
+            state = _d(cs.get("state"))
+            if "running" not in state:
+                reason = str(
+                    _d(state.get("waiting")).get("reason") or _d(state.get("terminated")).get("reason") or ""
+                )
+    total = max(len(_l(spec.get("containers"))), len(statuses))
+    shown = (
+        "Terminating"
+        if metadata.get("deletionTimestamp")
+        else reason or str(status.get("phase") or "Pending")
+    )
+    tone = _POD_TONES.get(shown, "bad")
+    if shown == "Running" and ready < total:
+        tone = "warn"
+    return PodRow(ready, total, restarts, shown, tone)
+
+
+def node_roles(labels: Mapping[str, str]) -> str:
+    """kubectl's ROLES column: the ``node-role.kubernetes.io/`` labels' names, or ``<none>``."""
+    prefix = "node-role.kubernetes.io/"
+    return ",".join(sorted(k.removeprefix(prefix) for k in labels if k.startswith(prefix))) or "<none>"
 
 
 # -- deployments ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from app.clientmodels import node_roles, pod_row
 from app.describe import NO_TIME, epoch, involved
 from app.query import NO_FILTER, Filter
 from app.resources import DEPLOYMENTS, DEVICES, EVENTS, NODES, PODS, JSONObject, ResourceType
@@ -116,40 +117,16 @@ def _make(
     return Row(key, tuple(cells), tuple(values), text, labels, raw, node, group, tone, since)
 
 
-_POD_TONES = {"Running": "ok", "Succeeded": "", "Completed": "", "Pending": "warn", "Terminating": "warn"}
 POD_PHASES = ("Running", "Pending", "Succeeded", "Failed", "Unknown")
 
 
 def project_pod(obj: JSONObject) -> Row:
-    """A pod's row with kubectl's READY / STATUS / RESTARTS rules (as ``app.clientmodels.pod_view``),
-    written out flat for speed (see the module docstring)."""
+    """A pod's row, with kubectl's READY / STATUS / RESTARTS (``app.clientmodels.pod_row``)."""
     m, spec, status = _d(obj.get("metadata")), _d(obj.get("spec")), _d(obj.get("status"))
     ns, name = str(m.get("namespace") or ""), str(m.get("name") or "")
     node = str(spec.get("nodeName") or "")
-    n_containers = len(_l(spec.get("containers")))
-    ready = restarts = 0
-    reason = ""
-    statuses = _l(status.get("containerStatuses"))
-    for cs in statuses:
-        if not isinstance(cs, dict):
-            continue
-        if cs.get("ready") is True:
-            ready += 1
-        count = cs.get("restartCount")
-        if isinstance(count, int):
-            restarts += count
-        if not reason:
-            state = _d(cs.get("state"))
-            if "running" not in state:
-                reason = str(
-                    _d(state.get("waiting")).get("reason") or _d(state.get("terminated")).get("reason") or ""
-                )
-    total = max(n_containers, len(statuses))
+    ready, total, restarts, shown, tone = pod_row(m, spec, status)
     phase = str(status.get("phase") or "Pending")
-    shown = "Terminating" if m.get("deletionTimestamp") else reason or phase
-    tone = _POD_TONES.get(shown, "bad")
-    if shown == "Running" and ready < total:
-        tone = "warn"
     created = epoch(m.get("creationTimestamp"))
     ip = str(status.get("podIP") or "")
     ready_text = f"{ready}/{total}"
@@ -165,11 +142,6 @@ def project_pod(obj: JSONObject) -> Row:
         phase if phase in POD_PHASES else "Unknown",
         tone,
     )
-
-
-def _roles(labels: Mapping[str, str]) -> str:
-    prefix = "node-role.kubernetes.io/"
-    return ",".join(sorted(k.removeprefix(prefix) for k in labels if k.startswith(prefix))) or "<none>"
 
 
 NODE_GROUPS = ("Ready", "NotReady", "Unknown")
@@ -204,7 +176,7 @@ def project_node(obj: JSONObject, pods: int = 0) -> Row:
     )
     version = str(_d(status.get("nodeInfo")).get("kubeletVersion") or "")
     cpu, memory = str(capacity.get("cpu") or ""), str(capacity.get("memory") or "")
-    roles = _roles(labels)
+    roles = node_roles(labels)
     return _make(
         ("", name),
         (name, shown, roles, str(pods), cpu, memory, ip, version, "", ""),
