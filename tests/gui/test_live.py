@@ -7,7 +7,6 @@ twin edited end to end through a simulated pump, and the camera wall showing a c
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import uuid
@@ -31,6 +30,7 @@ from gui.views.overview import OverviewPage
 from gui.views.resources import ResourcePage
 from gui.window import MainWindow
 from tests.cluster import deployment_manifest
+from tests.services import require_mosquitto
 
 from .conftest import screenshot, wait_until
 
@@ -253,12 +253,6 @@ async def test_live_link_lost_and_restored(live: LocalCluster, window: MainWindo
 # -- device twin, end to end ------------------------------------------------------------------------------
 
 
-def _broker_up() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(MQTT) == 0
-
-
 def pump_model() -> JSONObject:
     return {
         "apiVersion": "devices.kubeedge.io/v1beta1",
@@ -345,10 +339,7 @@ async def pump_cluster(tmp_path: Path) -> Any:
     """A cloud, edge-1 on the shared Mosquitto, a simulated Modbus pump (its own process: the test's
     event loop does not run while Qt waits), its Device, its adapter pod and an aggregator pod (the
     history's source)."""
-    if not _broker_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
-        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
+    require_mosquitto()
     from edgeservice.sim.modbus import HR_SPEED_SETPOINT
 
     port = free_port()
@@ -443,10 +434,7 @@ async def test_live_device_twin_edit_and_history(
 async def camera_cluster(tmp_path: Path) -> Any:
     """A cloud, edge-1 on the shared Mosquitto, and a synthetic conveyor camera Device served by the
     camera workload as a pod."""
-    if not _broker_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
-        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
+    require_mosquitto()
     c = LocalCluster(tmp_path, status_interval=0.5, ping_interval=1.0, restart_backoff=0.2)
     try:
         await c.start_cloud()

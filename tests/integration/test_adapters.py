@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +31,7 @@ from edgeservice.workloads.adapter import (
     report_due,
 )
 from edgeservice.workloads.modbus import decode_registers, encode_registers
+from tests.services import require_mosquitto
 from tests.workloads import run_workload, stop_workload
 
 BROKER = ("127.0.0.1", 1883)
@@ -222,23 +222,9 @@ def test_plan_writes_refuses_readonly_range_and_unknown() -> None:
 # --- processes and MQTT ------------------------------------------------------------------------------------
 
 
-async def _broker_up() -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(*BROKER), 2)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    await writer.wait_closed()
-    return True
-
-
 @pytest.fixture
 async def broker() -> None:
-    if not await _broker_up():
-        reason = f"Mosquitto is not reachable at {BROKER[0]}:{BROKER[1]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_mosquitto()
 
 
 class Topics:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from edgeservice.workloads.aggregator import (
     samples_of,
     summary_payload,
 )
+from tests.services import require_mosquitto
 from tests.workloads import run_workload, stop_workload
 
 BROKER = ("127.0.0.1", 1883)
@@ -192,23 +192,9 @@ async def test_flush_publishes_one_summary_per_device_with_samples_and_filters_d
 # --- the process against Mosquitto -------------------------------------------------------------------------
 
 
-async def _broker_up() -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(*BROKER), 2)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    await writer.wait_closed()
-    return True
-
-
 @pytest.fixture
 async def mqtt() -> AsyncIterator[aiomqtt.Client]:
-    if not await _broker_up():
-        reason = f"Mosquitto is not reachable at {BROKER[0]}:{BROKER[1]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_mosquitto()
     async with aiomqtt.Client(*BROKER, identifier=f"test-{uuid.uuid4().hex[:8]}") as client:
         yield client
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import socket
 import sys
 import time
@@ -31,6 +30,7 @@ from app.client import ApiError, AsyncClient, NotFound
 from app.launcher import LocalCluster, tail
 from app.resources import EVENTS, PODS
 from cloudservice.cameras import LINGER_S
+from tests.services import require_mosquitto
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 WAIT = 30.0
 
 
-def _broker_up() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(MQTT) == 0
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    if not _broker_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
-        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
+    require_mosquitto()
     c = LocalCluster(
         tmp_path, node_grace_period=5.0, status_interval=0.5, ping_interval=1.0, restart_backoff=0.2
     )

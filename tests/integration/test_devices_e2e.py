@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +20,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from app.launcher import LaunchError, LocalCluster, tail
 from edgeservice.sim.modbus import HR_SPEED_SETPOINT, ModbusPumpSimulator
 from tests.integration import test_kubectl as kube
+from tests.services import require_mosquitto
 
 pytestmark = pytest.mark.slow
 
@@ -34,18 +33,9 @@ DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
 kubectl = kube.kubectl
 
 
-def _broker_up() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(MQTT) == 0
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    if not _broker_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
-        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
+    require_mosquitto()
     c = LocalCluster(
         tmp_path, node_grace_period=5.0, status_interval=0.5, ping_interval=1.0, restart_backoff=0.2
     )

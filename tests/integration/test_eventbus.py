@@ -32,6 +32,7 @@ from edgeservice.broker import (
 )
 from edgeservice.eventbus import BusEvent, BusUnavailableError, EventBus, UnknownDeviceError, classify
 from tests.proxy import FaultProxy
+from tests.services import require_mosquitto
 
 MOSQUITTO = ("127.0.0.1", 1883)
 WAIT = 10.0  # seconds any single expected message or reconnect may take before the test fails
@@ -49,18 +50,10 @@ class Target:
         return f"tcp://{self.host}:{self.port}"
 
 
-async def _mosquitto_or_skip() -> None:
-    if not await reachable(*MOSQUITTO):
-        reason = "Mosquitto is not reachable on 127.0.0.1:1883 (start it: `mosquitto -d`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must provide it")
-        pytest.skip(reason)
-
-
 @pytest.fixture(params=["mosquitto", "embedded"])
 async def target(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
     if request.param == "mosquitto":
-        await _mosquitto_or_skip()
+        require_mosquitto()
         yield Target("mosquitto", *MOSQUITTO, None)
         return
     broker = EmbeddedBroker()
@@ -381,7 +374,7 @@ async def test_ensure_broker_without_url_starts_embedded() -> None:
 
 
 async def test_ensure_broker_uses_reachable_mosquitto() -> None:
-    await _mosquitto_or_skip()
+    require_mosquitto()
     assert await ensure_broker("tcp://127.0.0.1:1883") == ("tcp://127.0.0.1:1883", None)
 
 

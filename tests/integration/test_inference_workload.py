@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import threading
 import time
@@ -36,6 +35,7 @@ from edgeservice.workloads.inference import (
     parse_config,
     readings_of,
 )
+from tests.services import require_mosquitto
 from tests.workloads import run_workload, stop_workload
 
 BROKER = ("127.0.0.1", 1883)
@@ -186,23 +186,9 @@ async def test_workload_window_and_events_without_mqtt() -> None:
 # --- the process against Mosquitto -------------------------------------------------------------------------
 
 
-async def _broker_up() -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(*BROKER), 2)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    await writer.wait_closed()
-    return True
-
-
 @pytest.fixture
 async def mqtt() -> AsyncIterator[aiomqtt.Client]:
-    if not await _broker_up():
-        reason = f"Mosquitto is not reachable at {BROKER[0]}:{BROKER[1]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_mosquitto()
     async with aiomqtt.Client(*BROKER, identifier=f"test-{uuid.uuid4().hex[:8]}") as client:
         yield client
 

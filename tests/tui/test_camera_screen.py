@@ -4,8 +4,6 @@ camera workload (the synthetic conveyor), with the overlay toggle and the reason
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +19,7 @@ from textual.widgets import Static
 from app.client import AsyncClient
 from app.launcher import LocalCluster, tail
 from app.resources import DEVICEMODELS, DEVICES
+from tests.services import require_mosquitto
 from tests.tui.test_device_screen import until
 from tui.camera import UPPER_HALF, CameraScreen, HalfBlockImage, cells
 
@@ -76,18 +75,9 @@ class Host(App[None]):
         self.push_screen(self._first)
 
 
-def _broker_up() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(MQTT) == 0
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    if not _broker_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
-        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
+    require_mosquitto()
     c = LocalCluster(tmp_path, status_interval=0.5, ping_interval=1.0, restart_backoff=0.2)
     await c.start_cloud()
     try:

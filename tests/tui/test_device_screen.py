@@ -6,8 +6,6 @@ stopped."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import time
 import uuid
@@ -24,6 +22,7 @@ from app.client import AsyncClient
 from app.launcher import LocalCluster, tail
 from app.resources import DEVICEMODELS, DEVICES, JSONObject
 from tests.cluster import edge_url
+from tests.services import require_mosquitto
 from tui.app import FleetApp
 from tui.device import EDGE_NO_HISTORY, DesiredValueScreen, DeviceScreen, series_means
 from tui.edge import EdgeSource
@@ -236,16 +235,6 @@ async def test_missing_device_and_model(client: AsyncClient) -> None:
 # -- end to end -------------------------------------------------------------------------------------------
 
 
-def require_broker() -> None:
-    with socket.socket() as s:
-        s.settimeout(1)
-        if s.connect_ex(MQTT) == 0:
-            return
-    if os.environ.get("CI") == "true":
-        pytest.fail("Mosquitto is required in CI at 127.0.0.1:1883 but is not reachable")
-    pytest.skip("no MQTT broker at 127.0.0.1:1883 (Mosquitto)")
-
-
 def workload(name: str, module: str, config: Path) -> JSONObject:
     """A one-replica Deployment running ``python -m module --config config`` on the edge."""
     return {
@@ -277,7 +266,7 @@ def workload(name: str, module: str, config: Path) -> JSONObject:
 async def test_edit_reaches_the_pump_and_comes_back_reported(
     cluster: LocalCluster, client: AsyncClient, tmp_path: Path
 ) -> None:
-    require_broker()
+    require_mosquitto()
     from edgeservice.sim.modbus import HR_SPEED_SETPOINT, ModbusPumpSimulator
 
     sim = ModbusPumpSimulator(port=0)
@@ -407,7 +396,7 @@ async def test_edge_mode_shows_the_live_twin_with_the_cloud_stopped(
 ) -> None:
     """``fleetops tui --edge`` on a node whose cloud is gone: Enter on a device opens its twin from the
     edge's own state, which follows the pump; no edits; a camera says why it cannot be shown."""
-    require_broker()
+    require_mosquitto()
     from edgeservice.sim.modbus import HR_SPEED_SETPOINT, ModbusPumpSimulator
 
     sim = ModbusPumpSimulator(port=0)
